@@ -1,0 +1,1 @@
+"""The ``mixer-console`` command: the Mixer relay and its operator console."""

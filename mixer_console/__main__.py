@@ -1,0 +1,5 @@
+import sys
+
+from mixer_console.cli import main
+
+sys.exit(main())

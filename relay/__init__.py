@@ -1,0 +1,1 @@
+"""A wire-compatible relay (broadcaster) for the Mixer collaborative Blender add-on."""

@@ -1,0 +1,398 @@
+"""The relay's state machine: clients, rooms, and what each message does to them.
+
+Every method here runs to completion without awaiting, so each message is
+applied atomically with respect to every other connection. Output goes into
+client outboxes; sessions write them out.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
+from relay.errors import MalformedPayload, RequestRefused
+from relay.messages import MessageType, is_room_command, is_stored, type_name
+from relay.protocol import (
+    Frame,
+    PayloadReader,
+    decode_text,
+    encode_frame,
+    encode_json,
+    encode_string,
+)
+from relay.room import RESERVED_ROOM_ATTRIBUTES, HistoryReplay, Room
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class Broadcaster:
+    """Groups clients into rooms, forwards room commands and keeps histories."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, Client] = {}
+        self.rooms: dict[str, Room] = {}
+        self._rooms_with_new_statistics: dict[str, Room] = {}
+        self._statistics_changed = anyio.Event()
+        self._handlers: dict[int, Callable[[Client, memoryview], None]] = {
+            MessageType.JOIN_ROOM: self._join_room,
+            MessageType.LEAVE_ROOM: self._leave_room,
+            MessageType.LIST_ROOMS: self._list_rooms,
+            MessageType.CONTENT: self._content,
+            MessageType.DELETE_ROOM: self._delete_room,
+            MessageType.SET_CLIENT_NAME: self._set_client_name,
+            MessageType.SEND_ERROR: self._relay_error,
+            MessageType.LIST_CLIENTS: self._list_clients,
+            MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES: self._set_client_attributes,
+            MessageType.SET_ROOM_CUSTOM_ATTRIBUTES: self._set_room_attributes,
+            MessageType.SET_ROOM_KEEP_OPEN: self._set_room_keep_open,
+            MessageType.CLIENT_ID: self._client_id,
+        }
+
+    def connect(self, client: Client) -> None:
+        """Register a new connection and announce it to everyone, itself included."""
+        self.clients[client.id] = client
+        log.info("client.connected", extra={"client_id": client.id})
+        self._send_to_all(
+            _json_frame(MessageType.CLIENT_UPDATE, {client.id: client.attributes()})
+        )
+
+    def disconnect(self, client: Client, reason: str) -> None:
+        """Remove a connection: it leaves its room, then everyone is told."""
+        if self.clients.pop(client.id, None) is None:
+            return
+
+        if client.room is not None:
+            self._leave(client, confirm=False)
+
+        log.info(
+            "client.disconnected", extra={"client_id": client.id, "reason": reason}
+        )
+        self._send_to_all(
+            encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
+        )
+
+    def handle(self, client: Client, frame: Frame) -> None:
+        """Apply one message from a client; a bad request is answered with
+        SEND_ERROR and the connection stays up."""
+        kind = frame.kind
+        if is_room_command(kind):
+            self._room_command(client, frame)
+            return
+
+        handler = self._handlers.get(kind)
+        try:
+            if handler is None:
+                raise RequestRefused(_refusal_for_type(kind))
+
+            handler(client, frame.payload)
+        except (RequestRefused, MalformedPayload) as exc:
+            log.warning(
+                "request.refused",
+                extra={
+                    "client_id": client.id,
+                    "type": type_name(kind),
+                    "error": str(exc),
+                },
+            )
+            self.send_error(client, f"{type_name(kind)}: {exc}")
+
+    def send_error(self, client: Client, message: str) -> None:
+        """Send SEND_ERROR to one client."""
+        client.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
+
+    async def wait_for_statistics(self) -> None:
+        """Wait until some room's command_count or byte_size changed."""
+        await self._statistics_changed.wait()
+
+    def publish_statistics(self) -> None:
+        """Send one ROOM_UPDATE with the latest command_count and byte_size of each
+        room that changed since the last call."""
+        changed = self._rooms_with_new_statistics
+        self._rooms_with_new_statistics = {}
+        self._statistics_changed = anyio.Event()
+        update = {
+            name: room.statistics()
+            for name, room in changed.items()
+            if self.rooms.get(name) is room
+        }
+        if update:
+            self._send_to_all(_json_frame(MessageType.ROOM_UPDATE, update))
+
+    def _room_command(self, client: Client, frame: Frame) -> None:
+        room = client.room
+        client.commands_in += 1
+        client.bytes_in += len(frame.wire)
+        if room is None:
+            self.send_error(
+                client,
+                f"{type_name(frame.kind)}: room commands need a room; join one first",
+            )
+            return
+
+        if is_stored(frame.kind):
+            room.history.append(frame)
+            if not self._rooms_with_new_statistics:
+                self._statistics_changed.set()
+
+            self._rooms_with_new_statistics[room.name] = room
+
+        wire = frame.wire
+        for member in room.members:
+            if member is not client:
+                member.send(wire)
+
+    def _join_room(self, client: Client, payload: memoryview) -> None:
+        reader = PayloadReader(payload)
+        name = reader.read_string()
+        blender_version = reader.read_optional_string()
+        mixer_version = reader.read_optional_string()
+        ignore_version_check = reader.read_optional_bool()
+        generic_protocol = reader.read_optional_bool()
+        if not name:
+            raise RequestRefused("the room name must not be empty")
+
+        if client.room is not None:
+            raise RequestRefused(
+                f"already in room {client.room.name!r}; leave it before joining "
+                f"{name!r}"
+            )
+
+        room = self.rooms.get(name)
+        if room is None:
+            room = Room(
+                name,
+                blender_version,
+                mixer_version,
+                ignore_version_check,
+                generic_protocol,
+                creator=client,
+            )
+            self._create_room(client, room)
+        else:
+            self._join_existing(client, room, blender_version, mixer_version)
+
+    def _create_room(self, client: Client, room: Room) -> None:
+        self.rooms[room.name] = room
+        room.members[client] = None
+        client.room = room
+        client.send(encode_frame(MessageType.JOIN_ROOM, encode_string(room.name)))
+        client.send(encode_frame(MessageType.CONTENT))
+        log.info("room.created", extra={"room": room.name, "client_id": client.id})
+        self._send_to_all(
+            _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+        )
+        self._announce_room_of(client)
+
+    def _join_existing(
+        self, client: Client, room: Room, blender_version: str, mixer_version: str
+    ) -> None:
+        if not room.is_joinable:
+            raise RequestRefused(
+                f"room {room.name!r} is not joinable yet: its creator is still "
+                "uploading the scene"
+            )
+
+        versions_differ = (blender_version, mixer_version) != (
+            room.blender_version,
+            room.mixer_version,
+        )
+        if versions_differ and not room.ignore_version_check:
+            raise RequestRefused(
+                f"room {room.name!r} needs Blender {room.blender_version} with Mixer "
+                f"{room.mixer_version}; this client has Blender {blender_version} "
+                f"with Mixer {mixer_version}"
+            )
+
+        room.members[client] = None
+        room.joiners.add(client)
+        client.room = room
+        client.send(encode_frame(MessageType.CLEAR_CONTENT))
+        confirmation = encode_frame(MessageType.JOIN_ROOM, encode_string(room.name))
+        client.outbox.push_replay(
+            HistoryReplay(
+                room.history, confirmation, lambda: room.joiners.discard(client)
+            )
+        )
+        log.info(
+            "room.joined",
+            extra={
+                "room": room.name,
+                "client_id": client.id,
+                "command_count": len(room.history),
+                "byte_size": room.history.byte_size,
+            },
+        )
+        self._announce_room_of(client)
+
+    def _leave_room(self, client: Client, payload: memoryview) -> None:
+        if client.room is None:
+            raise RequestRefused("not in a room")
+
+        self._leave(client, confirm=True)
+
+    def _leave(self, client: Client, *, confirm: bool) -> None:
+        room = client.room
+        assert room is not None
+        del room.members[client]
+        room.joiners.discard(client)
+        client.outbox.cancel_replays()
+        client.room = None
+        if confirm:
+            client.send(encode_frame(MessageType.LEAVE_ROOM))
+
+        log.info("room.left", extra={"room": room.name, "client_id": client.id})
+        self._announce_room_of(client)
+        # Nobody could ever join a room whose scene upload was abandoned.
+        abandoned = room.creator is client and not room.is_joinable
+        if abandoned or (not room.members and not room.keep_open):
+            self._remove_room(room)
+
+    def _content(self, client: Client, payload: memoryview) -> None:
+        room = client.room
+        if room is None:
+            raise RequestRefused("CONTENT outside a room")
+
+        if room.is_joinable:
+            raise RequestRefused(f"room {room.name!r} already has its content")
+
+        room.is_joinable = True
+        log.info(
+            "room.joinable",
+            extra={"room": room.name, "command_count": len(room.history)},
+        )
+        self._send_to_all(
+            _json_frame(MessageType.ROOM_UPDATE, {room.name: {"joinable": True}})
+        )
+
+    def _delete_room(self, client: Client, payload: memoryview) -> None:
+        name = decode_text(payload)
+        room = self._existing_room(name)
+        if room.members or room.joiners:
+            raise RequestRefused(
+                f"room {name!r} still has {len(room.members)} member(s); it can only "
+                "be deleted when empty"
+            )
+
+        self._remove_room(room)
+
+    def _remove_room(self, room: Room) -> None:
+        del self.rooms[room.name]
+        self._rooms_with_new_statistics.pop(room.name, None)
+        log.info("room.deleted", extra={"room": room.name})
+        self._send_to_all(
+            encode_frame(MessageType.ROOM_DELETED, encode_string(room.name))
+        )
+
+    def _list_rooms(self, client: Client, payload: memoryview) -> None:
+        rooms = {name: room.attributes() for name, room in self.rooms.items()}
+        client.send(_json_frame(MessageType.LIST_ROOMS, rooms))
+
+    def _list_clients(self, client: Client, payload: memoryview) -> None:
+        clients = {cid: other.attributes() for cid, other in self.clients.items()}
+        client.send(_json_frame(MessageType.LIST_CLIENTS, clients))
+
+    def _client_id(self, client: Client, payload: memoryview) -> None:
+        client.send(encode_frame(MessageType.CLIENT_ID, client.id.encode()))
+
+    def _set_client_name(self, client: Client, payload: memoryview) -> None:
+        self._update_client(client, {"user_name": decode_text(payload)})
+
+    def _set_client_attributes(self, client: Client, payload: memoryview) -> None:
+        self._update_client(client, PayloadReader(payload).read_json_object())
+
+    def _update_client(self, client: Client, requested: dict[str, Any]) -> None:
+        changed = _merge_custom(client.custom, requested, RESERVED_CLIENT_ATTRIBUTES)
+        if changed:
+            self._send_to_all(
+                _json_frame(MessageType.CLIENT_UPDATE, {client.id: changed})
+            )
+
+    def _set_room_attributes(self, client: Client, payload: memoryview) -> None:
+        reader = PayloadReader(payload)
+        room = self._existing_room(reader.read_string())
+        requested = reader.read_json_object()
+        changed = _merge_custom(room.custom, requested, RESERVED_ROOM_ATTRIBUTES)
+        if changed:
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: changed})
+            )
+
+    def _set_room_keep_open(self, client: Client, payload: memoryview) -> None:
+        reader = PayloadReader(payload)
+        room = self._existing_room(reader.read_string())
+        keep_open = reader.read_bool()
+        if keep_open != room.keep_open:
+            room.keep_open = keep_open
+            self._send_to_all(
+                _json_frame(
+                    MessageType.ROOM_UPDATE, {room.name: {"keep_open": keep_open}}
+                )
+            )
+
+    def _relay_error(self, client: Client, payload: memoryview) -> None:
+        message = PayloadReader(payload).read_string()
+        log.warning("client.error", extra={"client_id": client.id, "text": message})
+        self._send_to_all(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
+
+    def _existing_room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            raise RequestRefused(f"no room named {name!r}")
+
+        return room
+
+    def _announce_room_of(self, client: Client) -> None:
+        room = client.room.name if client.room is not None else None
+        self._send_to_all(
+            _json_frame(MessageType.CLIENT_UPDATE, {client.id: {"room": room}})
+        )
+
+    def _send_to_all(self, wire: bytes) -> None:
+        for client in self.clients.values():
+            client.send(wire)
+
+
+def _json_frame(kind: MessageType, value: dict[str, Any]) -> bytes:
+    return encode_frame(kind, encode_json(value))
+
+
+def _merge_custom(
+    current: dict[str, Any], requested: dict[str, Any], reserved: frozenset[str]
+) -> dict[str, Any]:
+    """Store the requested custom attributes; return the ones whose value changed."""
+    changed: dict[str, Any] = {}
+    for key, value in requested.items():
+        if key in reserved:
+            continue
+
+        old = current.get(key, _MISSING)
+        if old is _MISSING or type(old) is not type(value) or old != value:
+            current[key] = value
+            changed[key] = value
+
+    return changed
+
+
+def _refusal_for_type(kind: int) -> str:
+    if kind == MessageType.COMMAND:
+        return "type 100 is not a room command (room commands are above 100)"
+
+    if kind in _RELAY_ONLY_TYPES:
+        return f"type {kind} is only sent by the relay, never accepted from clients"
+
+    return f"unknown message type {kind}"
+
+
+_RELAY_ONLY_TYPES = frozenset(
+    {
+        MessageType.CLEAR_CONTENT,
+        MessageType.CLIENT_UPDATE,
+        MessageType.ROOM_UPDATE,
+        MessageType.ROOM_DELETED,
+        MessageType.CLIENT_DISCONNECTED,
+    }
+)

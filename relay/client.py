@@ -1,0 +1,62 @@
+"""One connected client, as the relay's state sees it (no sockets here)."""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from relay.outbox import Outbox
+
+if TYPE_CHECKING:
+    from relay.room import Room
+
+# Attributes the relay owns; clients may not set them as custom attributes.
+RESERVED_CLIENT_ATTRIBUTES = frozenset({"id", "ip", "port", "room"})
+
+
+class Client:
+    """A connection's identity, attributes, room and outgoing queue.
+
+    Args:
+        ip: the peer's address.
+        port: the peer's port.
+        outbox: where frames for this client wait for its writer.
+        drop: ends the connection, with the reason to log.
+    """
+
+    def __init__(
+        self, ip: str, port: int, outbox: Outbox, drop: Callable[[str], None]
+    ) -> None:
+        self.id = f"{ip}:{port}"
+        self.ip = ip
+        self.port = port
+        self.outbox = outbox
+        self.custom: dict[str, Any] = {}
+        self.room: Room | None = None
+        self.commands_in = 0
+        self.bytes_in = 0
+        self._drop = drop
+
+    def __repr__(self) -> str:
+        return f"Client({self.id!r})"
+
+    def attributes(self) -> dict[str, Any]:
+        """All attributes, as LIST_CLIENTS and the accept announcement report them."""
+        return {
+            "id": self.id,
+            "ip": self.ip,
+            "port": self.port,
+            "room": self.room.name if self.room is not None else None,
+            **self.custom,
+        }
+
+    def send(self, wire: bytes | bytearray) -> None:
+        """Queue a frame for this client; a client too far behind is dropped."""
+        if not self.outbox.push(wire):
+            self.drop(
+                f"backpressure: more than {self.outbox.queued_bytes} bytes "
+                "waiting to be sent"
+            )
+
+    def drop(self, reason: str) -> None:
+        """End this client's connection; it leaves its room as on a disconnect."""
+        self.outbox.close()
+        self._drop(reason)

@@ -1,0 +1,130 @@
+"""The relay's settings, read once from ``MIXER_*`` environment variables."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from relay.errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the relay can be told; each field names its variable."""
+
+    host: str = "0.0.0.0"
+    """``MIXER_HOST``: address to listen on (all interfaces, like the original)."""
+
+    port: int = 12800
+    """``MIXER_PORT``: TCP port for Mixer clients."""
+
+    max_frame_bytes: int = 1024 * MIB
+    """``MIXER_MAX_FRAME_BYTES``: largest payload accepted in one frame."""
+
+    client_buffer_bytes: int = 256 * MIB
+    """``MIXER_CLIENT_BUFFER_BYTES``: outgoing bytes one client may fall behind
+    before it is disconnected (one frame larger than this still passes alone)."""
+
+    send_timeout: float = 60.0
+    """``MIXER_SEND_TIMEOUT``: seconds a send may make no progress before the
+    client is disconnected (a peer that acknowledges but no longer reads)."""
+
+    frame_timeout: float = 120.0
+    """``MIXER_FRAME_TIMEOUT``: seconds a partly received frame may wait for its
+    next bytes before the client is disconnected."""
+
+    keepalive_idle: int = 30
+    """``MIXER_KEEPALIVE_IDLE``: seconds of silence before TCP keepalive probes;
+    an unreachable peer is dropped about this plus 30 seconds later."""
+
+    room_update_interval: float = 0.05
+    """``MIXER_ROOM_UPDATE_INTERVAL``: seconds over which a room's command_count
+    and byte_size updates are coalesced into one ROOM_UPDATE."""
+
+    log_level: str = "INFO"
+    """``MIXER_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR."""
+
+    log_format: str = "auto"
+    """``MIXER_LOG_FORMAT``: json, text, or auto (text on a terminal, else json)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        """Build settings from an environment mapping.
+
+        Raises:
+            ConfigError: listing every variable whose value is unusable.
+        """
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for item in fields(cls):
+            variable = "MIXER_" + item.name.upper()
+            if variable not in env:
+                continue
+
+            try:
+                values[item.name] = _PARSERS[item.name](env[variable])
+            except ValueError as exc:
+                problems.append(f"{variable}={env[variable]!r}: {exc}")
+
+        if problems:
+            raise ConfigError(problems)
+
+        return cls(**values)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+
+    return value
+
+
+def _host(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+
+    return text.strip()
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        for option in allowed:
+            if value.lower() == option.lower():
+                return option
+
+        raise ValueError("must be one of " + ", ".join(allowed))
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "host": _host,
+    "port": _port,
+    "max_frame_bytes": _positive_int,
+    "client_buffer_bytes": _positive_int,
+    "send_timeout": _positive_float,
+    "frame_timeout": _positive_float,
+    "keepalive_idle": _positive_int,
+    "room_update_interval": _positive_float,
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log_format": _choice("auto", "json", "text"),
+}

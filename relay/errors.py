@@ -1,0 +1,44 @@
+"""The relay's exceptions, rooted in :class:`RelayError`."""
+
+
+class RelayError(Exception):
+    """Root of every error the relay raises on purpose."""
+
+
+class ProtocolViolation(RelayError):
+    """Raised when a peer sends bytes that break the wire protocol.
+
+    A violation of the framing ends the connection; a violation inside one payload
+    is answered with SEND_ERROR and the connection stays up.
+    """
+
+
+class FrameTooLarge(ProtocolViolation):
+    """Raised when a frame header declares a payload above the configured maximum."""
+
+    def __init__(self, declared: int, maximum: int) -> None:
+        super().__init__(
+            f"frame declares {declared} payload bytes, the limit is {maximum}"
+        )
+        self.declared = declared
+        self.maximum = maximum
+
+
+class MalformedPayload(ProtocolViolation):
+    """Raised when a payload does not hold the values its message type requires."""
+
+
+class ConfigError(RelayError):
+    """Raised when environment variables hold values the relay cannot use.
+
+    The message lists every bad variable at once, not only the first.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("bad configuration: " + "; ".join(problems))
+        self.problems = problems
+
+
+class RequestRefused(RelayError):
+    """Raised when a well-formed request cannot be carried out (the room does not
+    exist, the versions differ, ...); the client gets SEND_ERROR with the message."""

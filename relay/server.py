@@ -1,0 +1,129 @@
+"""The TCP listener: accepts Mixer clients and gives each one a session."""
+
+import logging
+import socket
+
+import anyio
+from anyio.abc import TaskStatus
+
+from relay.broadcaster import Broadcaster
+from relay.config import Settings
+from relay.session import Session
+
+log = logging.getLogger(__name__)
+
+# Connections accepted per wake-up before the listener lets sessions run.
+ACCEPT_BURST = 64
+
+# Keepalive probes after the idle time, and their spacing: a silent peer that
+# vanished is noticed after keepalive_idle + 3 * 10 seconds.
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_PROBES = 3
+
+
+class RelayServer:
+    """The relay: a listener, its sessions, and the room statistics publisher.
+
+    Args:
+        settings: where to listen, limits and timeouts.
+        broadcaster: the relay's state (a new one when omitted).
+    """
+
+    def __init__(
+        self, settings: Settings, broadcaster: Broadcaster | None = None
+    ) -> None:
+        self.settings = settings
+        self.broadcaster = broadcaster or Broadcaster()
+        self.port: int | None = None
+
+    async def serve(
+        self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen and serve until cancelled; reports the bound port when ready."""
+        listener = open_listener(self.settings.host, self.settings.port)
+        try:
+            self.port = listener.getsockname()[1]
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._publish_statistics)
+                task_status.started(self.port)
+                await self._accept_loop(listener, tasks)
+        finally:
+            anyio.notify_closing(listener)
+            listener.close()
+
+    async def _accept_loop(
+        self, listener: socket.socket, tasks: anyio.abc.TaskGroup
+    ) -> None:
+        while True:
+            await anyio.wait_readable(listener)
+            for _ in range(ACCEPT_BURST):
+                try:
+                    sock, _address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # Out of file descriptors, say: keep serving the others.
+                    log.error("relay.accept_failed", extra={"error": str(exc)})
+                    await anyio.sleep(0.1)
+                    break
+
+                try:
+                    configure_client_socket(sock, self.settings)
+                    session = Session(sock, self.broadcaster, self.settings)
+                except OSError as exc:
+                    # The peer can be gone already (getpeername fails).
+                    log.info("client.lost_at_accept", extra={"error": str(exc)})
+                    sock.close()
+                    continue
+
+                tasks.start_soon(session.run)
+
+            await anyio.lowlevel.checkpoint()
+
+    async def _publish_statistics(self) -> None:
+        interval = self.settings.room_update_interval
+        while True:
+            await self.broadcaster.wait_for_statistics()
+            await anyio.sleep(interval)
+            self.broadcaster.publish_statistics()
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind a non-blocking listening socket, reusable at once after a crash.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local, ...).
+    """
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(1024)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+
+    return listener
+
+
+def configure_client_socket(sock: socket.socket, settings: Settings) -> None:
+    """Make an accepted socket non-blocking and bound its silent failures.
+
+    Keepalive finds peers whose machine vanished while idle; TCP_USER_TIMEOUT
+    drops a connection whose sent data stays unacknowledged for the send timeout.
+    """
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.keepalive_idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(
+        socket.IPPROTO_TCP,
+        socket.TCP_USER_TIMEOUT,
+        int(settings.send_timeout * 1000),
+    )
