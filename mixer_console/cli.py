@@ -57,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Known limit: the operator console is not built yet, so every mode is headless.
     mode = "headless" if arguments.no_ui else "headless (no console in this build)"
+    server = RelayServer(settings)
     try:
-        anyio.run(run_headless, settings, mode)
+        server.bind()
     except OSError as exc:
         log.error(
             "relay.cannot_listen",
@@ -66,12 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_CANNOT_LISTEN
 
+    anyio.run(run_headless, server, mode)
     return EXIT_OK
 
 
-async def run_headless(settings: Settings, mode: str = "headless") -> None:
+async def run_headless(server: RelayServer, mode: str = "headless") -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully."""
-    server = RelayServer(settings)
+    settings = server.settings
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tasks:
             port = await tasks.start(server.serve)

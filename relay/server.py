@@ -35,19 +35,38 @@ class RelayServer:
         self.settings = settings
         self.broadcaster = broadcaster or Broadcaster()
         self.port: int | None = None
+        self._listener: socket.socket | None = None
+
+    def bind(self) -> int:
+        """Open the listening socket now, so that a bad address fails early.
+
+        Returns:
+            The bound port (useful when the settings ask for port 0).
+
+        Raises:
+            OSError: the address cannot be bound (in use, not local, ...).
+        """
+        if self._listener is None:
+            self._listener = open_listener(self.settings.host, self.settings.port)
+            self.port = self._listener.getsockname()[1]
+
+        assert self.port is not None
+        return self.port
 
     async def serve(
         self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen and serve until cancelled; reports the bound port when ready."""
-        listener = open_listener(self.settings.host, self.settings.port)
+        port = self.bind()
+        listener = self._listener
+        assert listener is not None
         try:
-            self.port = listener.getsockname()[1]
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._publish_statistics)
-                task_status.started(self.port)
+                task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:
+            self._listener = None
             anyio.notify_closing(listener)
             listener.close()
 

@@ -1,4 +1,4 @@
-"""A small Mixer client over real TCP, as test scripts (and the add-on) see the relay."""
+"""A small Mixer client over real TCP: the relay as a test script sees it."""
 
 import json
 from typing import Any
