@@ -17,6 +17,7 @@ from relay.broadcaster import Broadcaster
 from relay.client import Client
 from relay.config import Settings
 from relay.errors import FrameTooLarge
+from relay.messages import type_name
 from relay.outbox import MAX_BATCH_BYTES, Outbox
 from relay.protocol import FrameDecoder
 
@@ -135,6 +136,17 @@ class Session:
                 self._broadcaster.send_error(self.client, f"frame refused: {exc}")
                 self._drop_reason = f"frame too large: {exc}"
                 return self._drop_reason, True
+
+            if log.isEnabledFor(logging.DEBUG):
+                for frame in frames:
+                    log.debug(
+                        "frame.received",
+                        extra={
+                            "client_id": self.client.id,
+                            "type": type_name(frame.kind),
+                            "size": frame.size,
+                        },
+                    )
 
             for frame in frames:
                 self._broadcaster.handle(self.client, frame)
