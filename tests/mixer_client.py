@@ -100,6 +100,28 @@ class MixerClient:
 
                 frames.extend(self._decoder.feed(data))
 
+    async def sync(self) -> list[Frame]:
+        """Round-trip a CLIENT_ID; return every frame that arrived before its answer.
+
+        The relay writes to one client in order, so this holds everything it
+        queued for this client before handling the request.
+        """
+        await self.send(MessageType.CLIENT_ID)
+        frames = await self.receive_until(MessageType.CLIENT_ID)
+        return frames[:-1]
+
+    async def list_rooms(self) -> dict[str, Any]:
+        """Ask for LIST_ROOMS; frames that arrive before the answer are dropped."""
+        await self.send(MessageType.LIST_ROOMS)
+        frames = await self.receive_until(MessageType.LIST_ROOMS)
+        return json_of(frames[-1])
+
+    async def list_clients(self) -> dict[str, Any]:
+        """Ask for LIST_CLIENTS; frames that arrive before the answer are dropped."""
+        await self.send(MessageType.LIST_CLIENTS)
+        frames = await self.receive_until(MessageType.LIST_CLIENTS)
+        return json_of(frames[-1])
+
     async def handshake(self, user_name: str = "artist") -> str:
         """Do what the add-on does on connect; return this client's id."""
         await self.send(MessageType.CLIENT_ID)
