@@ -18,7 +18,7 @@ from relay.client import Client
 from relay.config import Settings
 from relay.errors import FrameTooLarge
 from relay.messages import type_name
-from relay.outbox import MAX_BATCH_BYTES, Outbox
+from relay.outbox import MAX_BATCH_BUFFERS, MAX_BATCH_BYTES, Outbox
 from relay.protocol import FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class Session:
         pending: list[bytes | bytearray | memoryview] = list(buffers)
         while pending:
             try:
-                sent = sock.sendmsg(pending)
+                sent = sock.sendmsg(pending[:MAX_BATCH_BUFFERS])
             except BlockingIOError:
                 with anyio.move_on_after(self._settings.send_timeout) as waiting:
                     await anyio.wait_writable(sock)
