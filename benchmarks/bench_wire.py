@@ -137,6 +137,7 @@ class FrameScanner:
         self.bulk_count = 0
         self.first_room_time = 0.0
         self.last_room_time = 0.0
+        self.last_bulk_time = 0.0
         self.latencies_ms = array("d")
         self.next_seq = 0
         self.seq_errors = 0
@@ -199,6 +200,7 @@ class FrameScanner:
             self.latencies_ms.append((now - sent_at) * 1000.0)
         else:
             self.bulk_count += 1
+            self.last_bulk_time = now
         if self.check_seq:
             if seq != self.next_seq:
                 self.seq_errors += 1
