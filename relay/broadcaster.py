@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 _MISSING = object()
 
+# Refused requests logged per client before only every thousandth one is.
+LOGGED_REFUSALS = 20
+
 
 class Broadcaster:
     """Groups clients into rooms, forwards room commands and keeps histories."""
@@ -90,15 +93,24 @@ class Broadcaster:
 
             handler(client, frame.payload)
         except (RequestRefused, MalformedPayload) as exc:
+            self._refuse(client, kind, str(exc))
+
+    def _refuse(self, client: Client, kind: int, reason: str) -> None:
+        client.refusals += 1
+        count = client.refusals
+        # A client that keeps sending bad requests must not flood the log.
+        if count <= LOGGED_REFUSALS or count % 1000 == 0:
             log.warning(
                 "request.refused",
                 extra={
                     "client_id": client.id,
                     "type": type_name(kind),
-                    "error": str(exc),
+                    "error": reason,
+                    "refusals": count,
                 },
             )
-            self.send_error(client, f"{type_name(kind)}: {exc}")
+
+        self.send_error(client, f"{type_name(kind)}: {reason}")
 
     def send_error(self, client: Client, message: str) -> None:
         """Send SEND_ERROR to one client."""
@@ -127,9 +139,8 @@ class Broadcaster:
         client.commands_in += 1
         client.bytes_in += len(frame.wire)
         if room is None:
-            self.send_error(
-                client,
-                f"{type_name(frame.kind)}: room commands need a room; join one first",
+            self._refuse(
+                client, frame.kind, "room commands need a room; join one first"
             )
             return
 

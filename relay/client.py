@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from relay.outbox import Outbox
+from relay.protocol import Wire
 
 if TYPE_CHECKING:
     from relay.room import Room
@@ -33,6 +34,7 @@ class Client:
         self.room: Room | None = None
         self.commands_in = 0
         self.bytes_in = 0
+        self.refusals = 0
         self._drop = drop
 
     def __repr__(self) -> str:
@@ -48,12 +50,12 @@ class Client:
             **self.custom,
         }
 
-    def send(self, wire: bytes | bytearray) -> None:
+    def send(self, wire: Wire) -> None:
         """Queue a frame for this client; a client too far behind is dropped."""
         if not self.outbox.push(wire):
             self.drop(
-                f"backpressure: more than {self.outbox.queued_bytes} bytes "
-                "waiting to be sent"
+                f"backpressure: over its {self.outbox.budget} byte outgoing budget "
+                f"({self.outbox.queued_bytes} bytes waiting)"
             )
 
     def drop(self, reason: str) -> None:

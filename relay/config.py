@@ -89,12 +89,35 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError("must be a positive number of seconds")
+def _seconds(maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= maximum:
+            raise ValueError(
+                f"must be a number of seconds above 0, at most {maximum:g}"
+            )
 
-    return value
+        return value
+
+    return parse
+
+
+def _whole_seconds(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 0 < value <= maximum:
+            raise ValueError(f"must be a whole number of seconds from 1 to {maximum}")
+
+        return value
+
+    return parse
+
+
+# The kernel's limits: TCP_KEEPIDLE is at most 32767 s, and TCP_USER_TIMEOUT takes
+# the send timeout in milliseconds as a signed 32-bit integer.
+MAX_KEEPALIVE_IDLE = 32767
+MAX_SEND_TIMEOUT = 2_147_483.0
+MAX_TIMEOUT = 7 * 24 * 3600.0
 
 
 def _host(text: str) -> str:
@@ -121,10 +144,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _port,
     "max_frame_bytes": _positive_int,
     "client_buffer_bytes": _positive_int,
-    "send_timeout": _positive_float,
-    "frame_timeout": _positive_float,
-    "keepalive_idle": _positive_int,
-    "room_update_interval": _positive_float,
+    "send_timeout": _seconds(MAX_SEND_TIMEOUT),
+    "frame_timeout": _seconds(MAX_TIMEOUT),
+    "keepalive_idle": _whole_seconds(MAX_KEEPALIVE_IDLE),
+    "room_update_interval": _seconds(60.0),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
 }

@@ -1,10 +1,13 @@
 """A client's outgoing queue: bounded by bytes, drained by one writer, in order."""
 
+import mmap
 from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
 
 import anyio
+
+from relay.protocol import Wire
 
 # Fewer buffers than Linux's IOV_MAX (1024) per sendmsg call.
 MAX_BATCH_BUFFERS = 512
@@ -14,7 +17,7 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 class Replay(Protocol):
     """A stream of frames produced on demand (a room's history for a joiner)."""
 
-    def next_batch(self, max_bytes: int) -> Awaitable[list[bytes | bytearray]]:
+    def next_batch(self, max_bytes: int) -> Awaitable[list[Wire]]:
         """Return the next frames, about ``max_bytes`` of them; [] once finished."""
         ...
 
@@ -37,10 +40,15 @@ class Outbox:
 
     def __init__(self, budget: int) -> None:
         self._budget = budget
-        self._items: deque[bytes | bytearray | Replay] = deque()
+        self._items: deque[Wire | Replay] = deque()
         self._queued_bytes = 0
         self._waiter: anyio.Event | None = None
         self._is_closed = False
+
+    @property
+    def budget(self) -> int:
+        """The bytes that may wait here before the client is too slow to keep."""
+        return self._budget
 
     @property
     def queued_bytes(self) -> int:
@@ -52,7 +60,7 @@ class Outbox:
         """Tell whether the outbox takes no more frames."""
         return self._is_closed
 
-    def push(self, wire: bytes | bytearray) -> bool:
+    def push(self, wire: Wire) -> bool:
         """Queue one frame.
 
         Returns:
@@ -88,7 +96,7 @@ class Outbox:
         self._is_closed = True
         self._wake()
 
-    def take(self) -> list[bytes | bytearray] | Replay | None:
+    def take(self) -> list[Wire] | Replay | None:
         """Remove and return the next run of frames, or the replay at the head.
 
         Returns:
@@ -103,7 +111,7 @@ class Outbox:
         if _is_replay(head):
             return head  # type: ignore[return-value]
 
-        batch: list[bytes | bytearray] = []
+        batch: list[Wire] = []
         batch_bytes = 0
         while (
             items
@@ -140,4 +148,4 @@ class Outbox:
 
 
 def _is_replay(item: object) -> bool:
-    return not isinstance(item, bytes | bytearray)
+    return not isinstance(item, bytes | bytearray | mmap.mmap)

@@ -13,7 +13,9 @@ go (:meth:`FrameDecoder.receive_buffer`), reads from its socket straight into th
 buffer, then reports how many bytes arrived (:meth:`FrameDecoder.received`) and gets
 the frames those bytes completed. Small frames gather in one reusable chunk; a frame
 larger than the chunk gets a buffer of exactly its declared size, so a 500 MB image
-is read once into place and never grown by concatenation. The declared size is
+is read once into place and never grown by concatenation. That buffer is an
+anonymous memory map: the system commits its pages only as bytes arrive, so a header
+that declares a huge frame and then stalls costs nothing. The declared size is
 checked against the limit before anything is allocated.
 
 A frame keeps its exact wire bytes (header included), since a relay forwards room
@@ -25,6 +27,7 @@ overruns the payload or bytes that are not UTF-8 raise :class:`MalformedPayload`
 """
 
 import json
+import mmap
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +38,10 @@ HEADER = struct.Struct("<QIH")  # payload size, command id, message type
 _U32 = struct.Struct("<I")
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
+
+# A frame's bytes: small frames are bytes, large ones the memory map they were
+# read into; all of them are read-only once the frame exists.
+Wire = bytes | bytearray | mmap.mmap
 
 
 # Not frozen: a frozen dataclass costs three times as much to build, per frame.
@@ -50,7 +57,7 @@ class Frame:
 
     kind: int
     command_id: int
-    wire: bytes | bytearray
+    wire: Wire
 
     @property
     def payload(self) -> memoryview:
@@ -78,7 +85,7 @@ class FrameDecoder:
         self._chunk_view = memoryview(self._chunk)
         self._start = 0
         self._end = 0
-        self._large: bytearray | None = None
+        self._large: mmap.mmap | None = None
         self._large_filled = 0
 
     @property
@@ -160,7 +167,7 @@ class FrameDecoder:
                 frames.append(Frame(kind, command_id, wire))
                 self._start += total
             elif total > len(self._chunk):
-                self._large = bytearray(total)
+                self._large = mmap.mmap(-1, total)
                 self._large[:available] = view[self._start : self._end]
                 self._large_filled = available
                 self._start = self._end = 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.messages import is_mergeable
-from relay.protocol import Frame, leading_string
+from relay.protocol import Frame, Wire, leading_string
 
 if TYPE_CHECKING:
     from relay.client import Client
@@ -32,7 +32,7 @@ class HistoryEntry:
 
     seq: int
     kind: int
-    wire: bytes | bytearray
+    wire: Wire
     merge_key: bytes | None
 
 
@@ -115,7 +115,7 @@ class HistoryReplay:
         self._confirmation: bytes | None = confirmation
         self._on_finish = on_finish
 
-    async def next_batch(self, max_bytes: int) -> list[bytes | bytearray]:
+    async def next_batch(self, max_bytes: int) -> list[Wire]:
         """Return the next frames of the history, then the confirmation, then []."""
         entries = self._history.entries_after(self._cursor, self._until, max_bytes)
         if entries:

@@ -94,6 +94,11 @@ class RelayServer:
                     log.info("client.lost_at_accept", extra={"error": str(exc)})
                     sock.close()
                     continue
+                except Exception:
+                    # One connection that cannot be set up must not end the listener.
+                    log.exception("client.setup_failed")
+                    sock.close()
+                    continue
 
                 tasks.start_soon(session.run)
 

@@ -19,7 +19,7 @@ from relay.config import Settings
 from relay.errors import FrameTooLarge
 from relay.messages import type_name
 from relay.outbox import MAX_BATCH_BUFFERS, MAX_BATCH_BYTES, Outbox
-from relay.protocol import FrameDecoder
+from relay.protocol import FrameDecoder, Wire
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,9 @@ class Session:
                 else:
                     outbox.finish_replay(item)
 
-    async def _send(self, buffers: list[bytes | bytearray]) -> None:
+    async def _send(self, buffers: list[Wire]) -> None:
         sock = self._sock
-        pending: list[bytes | bytearray | memoryview] = list(buffers)
+        pending: list[Wire | memoryview] = list(buffers)
         while pending:
             try:
                 sent = sock.sendmsg(pending[:MAX_BATCH_BUFFERS])
