@@ -13,7 +13,7 @@ import anyio
 
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
 from relay.errors import MalformedPayload, RequestRefused
-from relay.messages import MessageType, is_room_command, is_stored, type_name
+from relay.messages import LAST_CONTROL_TYPE, MessageType, is_stored, type_name
 from relay.protocol import (
     Frame,
     PayloadReader,
@@ -82,7 +82,7 @@ class Broadcaster:
         """Apply one message from a client; a bad request is answered with
         SEND_ERROR and the connection stays up."""
         kind = frame.kind
-        if is_room_command(kind):
+        if kind > LAST_CONTROL_TYPE:
             self._room_command(client, frame)
             return
 

@@ -47,6 +47,9 @@ class MessageType(IntEnum):
     CLIENT_ID_WRAPPER = 1000
 
 
+# Types up to this one are handled by the relay; those above are room commands.
+LAST_CONTROL_TYPE = 100
+
 _NAMES = {member.value: member.name for member in MessageType}
 
 # Forwarded to the room but never kept: they describe a moment, not the scene.
@@ -62,11 +65,6 @@ _TRANSIENT_ROOM_COMMANDS = frozenset(
 def type_name(kind: int) -> str:
     """Return the protocol's name for a message type, or ``TYPE_<n>`` for others."""
     return _NAMES.get(kind) or f"TYPE_{kind}"
-
-
-def is_room_command(kind: int) -> bool:
-    """Tell whether a type is a room command (strictly above 100)."""
-    return kind > MessageType.COMMAND
 
 
 def is_stored(kind: int) -> bool:
