@@ -20,6 +20,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
 
+# SIGHUP too: closing the SSH session that started the relay stops it cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -31,27 +34,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-ui",
         action="store_true",
-        help="run the relay headless, logging one line per event on stdout",
+        help="run the relay headless, logging one line per event on stdout "
+        "(this build has no console yet, so it is always headless)",
     )
-    parser.add_argument("--host", help="address to listen on (MIXER_HOST)")
-    parser.add_argument("--port", help="TCP port (MIXER_PORT)")
+    parser.add_argument(
+        "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
+    )
+    parser.add_argument("--port", help="TCP port (MIXER_PORT, default 12800)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the process exit status."""
-    arguments = build_parser().parse_args(argv)
-    env = dict(os.environ)
-    if arguments.host is not None:
-        env["MIXER_HOST"] = arguments.host
-
-    if arguments.port is not None:
-        env["MIXER_PORT"] = arguments.port
+    # Until the relay's own handlers are installed, a stop signal still ends the
+    # start-up cleanly instead of with a traceback.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_during_startup)
 
     try:
-        settings = Settings.from_env(env)
+        return _run(build_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        log.info("relay.stopped", extra={"during": "start-up"})
+        return EXIT_OK
+
+
+def _stop_during_startup(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    options = {
+        "MIXER_HOST": ("--host", arguments.host),
+        "MIXER_PORT": ("--port", arguments.port),
+    }
+    given = {name: value for name, (_, value) in options.items() if value is not None}
+    try:
+        Settings.from_env(given)
+        settings = Settings.from_env({**os.environ, **given})
     except ConfigError as exc:
-        sys.stderr.write(f"mixer-console: {exc}\n")
+        message = str(exc)
+        for variable, (option, value) in options.items():
+            if value is not None:
+                message = message.replace(f"{variable}=", f"{option} ")
+
+        sys.stderr.write(f"mixer-console: {message}\n")
         return EXIT_CONFIG
 
     configure_logging(settings.log_level, settings.log_format)
@@ -72,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def run_headless(server: RelayServer, mode: str = "headless") -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully."""
+    """Serve until SIGINT, SIGTERM or SIGHUP, then stop gracefully."""
     settings = server.settings
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tasks:
             port = await tasks.start(server.serve)
             log.info(

@@ -54,8 +54,9 @@ class Client:
         """Queue a frame for this client; a client too far behind is dropped."""
         if not self.outbox.push(wire):
             self.drop(
-                f"backpressure: over its {self.outbox.budget} byte outgoing budget "
-                f"({self.outbox.queued_bytes} bytes waiting)"
+                f"backpressure: a {len(wire)}-byte frame would exceed the "
+                f"{self.outbox.budget}-byte outgoing budget "
+                f"({self.outbox.queued_bytes} bytes already waiting)"
             )
 
     def drop(self, reason: str) -> None:

@@ -73,8 +73,27 @@ class Settings:
         return cls(**values)
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+    if value != value:  # NaN compares unequal to itself
+        raise ValueError("must be a number")
+
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
 
@@ -82,7 +101,7 @@ def _positive_int(text: str) -> int:
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= 65535:
         raise ValueError("must be between 0 and 65535")
 
@@ -91,10 +110,10 @@ def _port(text: str) -> int:
 
 def _seconds(maximum: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        value = float(text)
+        value = _number(text)
         if not 0 < value <= maximum:
             raise ValueError(
-                f"must be a number of seconds above 0, at most {maximum:g}"
+                f"must be a number of seconds above 0, at most {maximum:.0f}"
             )
 
         return value
@@ -104,7 +123,7 @@ def _seconds(maximum: float) -> Callable[[str], float]:
 
 def _whole_seconds(maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        value = _integer(text)
         if not 0 < value <= maximum:
             raise ValueError(f"must be a whole number of seconds from 1 to {maximum}")
 

@@ -49,7 +49,8 @@ class Session:
         self._settings = settings
         self._scope = anyio.CancelScope()
         self._drop_reason: str | None = None
-        self._end_reason = "closed by peer"
+        # What ended the session when nothing inside it did: the relay stopping.
+        self._end_reason = "relay stopping"
         self.client = Client(ip, port, Outbox(settings.client_buffer_bytes), self._drop)
 
     async def run(self) -> None:

@@ -73,11 +73,11 @@ def test_cli_first_line_fields() -> None:
     assert started["level"] == "info"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_cli_stops_gracefully(
     headless: tuple[subprocess.Popen[str], int], signum: signal.Signals
 ) -> None:
-    """SIGTERM and SIGINT stop a relay with a client within 2 s, exit status 0."""
+    """SIGTERM, SIGINT and SIGHUP stop a relay with a client within 2 s, status 0."""
     process, port = headless
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         client.sendall(encode_frame(MessageType.CLIENT_ID))
@@ -92,9 +92,14 @@ def test_cli_stops_gracefully(
     assert status == 0
     assert elapsed < 2.0
     assert process.stdout is not None
-    events = [json.loads(line)["event"] for line in process.stdout.read().splitlines()]
+    lines = process.stdout.read().splitlines()
+    events = [json.loads(line)["event"] for line in lines]
     assert events[0] == "relay.stopping"
     assert events[-1] == "relay.stopped"
+    disconnected = [
+        json.loads(line) for line in lines if '"client.disconnected"' in line
+    ]
+    assert [event["reason"] for event in disconnected] == ["relay stopping"]
 
 
 def test_cli_logs_one_event_per_line(
@@ -138,3 +143,13 @@ def test_cli_port_in_use_is_a_clear_error() -> None:
     assert process.returncode == 3
     assert json.loads(output.splitlines()[-1])["event"] == "relay.cannot_listen"
     assert "Traceback" not in errors
+
+
+def test_cli_bad_option_names_the_option() -> None:
+    """A bad --port is reported as the option the user typed, not as a variable."""
+    process = start_relay("--port", "abc")
+    _, errors = process.communicate(timeout=STARTUP_TIMEOUT)
+
+    assert process.returncode == 2
+    assert "--port 'abc': must be a whole number" in errors
+    assert "MIXER_PORT" not in errors
