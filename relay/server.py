@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 # Connections accepted per wake-up before the listener lets sessions run.
 ACCEPT_BURST = 64
 
-# Keepalive probes after the idle time, and their spacing: a silent peer that
-# vanished is noticed after keepalive_idle + 3 * 10 seconds.
+# Keepalive probes start after the idle time and repeat at most this far apart; the
+# kernel gives up on a silent peer once TCP_USER_TIMEOUT (the send timeout) has
+# passed without an answer.
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_PROBES = 3
 
@@ -144,7 +145,11 @@ def configure_client_socket(sock: socket.socket, settings: Settings) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.keepalive_idle)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(
+        socket.IPPROTO_TCP,
+        socket.TCP_KEEPINTVL,
+        min(KEEPALIVE_INTERVAL, settings.keepalive_idle),
+    )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     sock.setsockopt(
         socket.IPPROTO_TCP,
