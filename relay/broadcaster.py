@@ -5,6 +5,7 @@ applied atomically with respect to every other connection. Output goes into
 client outboxes; sessions write them out.
 """
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 
 _MISSING = object()
 
-# Refused requests logged per client before only every thousandth one is.
-LOGGED_REFUSALS = 20
+# A client that keeps sending bad requests or errors must not flood the log: the
+# first ones are logged, then every thousandth, each cut to a readable length.
+LOGGED_PER_CLIENT = 20
+LOGGED_TEXT_CHARS = 1024
 
 
 class Broadcaster:
@@ -56,7 +59,17 @@ class Broadcaster:
         }
 
     def connect(self, client: Client) -> None:
-        """Register a new connection and announce it to everyone, itself included."""
+        """Register a new connection and announce it to everyone, itself included.
+
+        A client registered under the same address and port is a connection the
+        peer already abandoned (the pair is unique among live connections): it
+        is disconnected first.
+        """
+        stale = self.clients.get(client.id)
+        if stale is not None:
+            stale.drop("replaced by a new connection from the same address")
+            self.disconnect(stale, "replaced by a new connection from the same address")
+
         self.clients[client.id] = client
         log.info("client.connected", extra={"client_id": client.id})
         self._send_to_all(
@@ -65,9 +78,11 @@ class Broadcaster:
 
     def disconnect(self, client: Client, reason: str) -> None:
         """Remove a connection: it leaves its room, then everyone is told."""
-        if self.clients.pop(client.id, None) is None:
+        if client.is_gone:
             return
 
+        client.is_gone = True
+        del self.clients[client.id]
         if client.room is not None:
             self._leave(client, confirm=False)
 
@@ -97,16 +112,14 @@ class Broadcaster:
 
     def _refuse(self, client: Client, kind: int, reason: str) -> None:
         client.refusals += 1
-        count = client.refusals
-        # A client that keeps sending bad requests must not flood the log.
-        if count <= LOGGED_REFUSALS or count % 1000 == 0:
+        if _is_worth_logging(client.refusals):
             log.warning(
                 "request.refused",
                 extra={
                     "client_id": client.id,
                     "type": type_name(kind),
-                    "error": reason,
-                    "refusals": count,
+                    "error": reason[:LOGGED_TEXT_CHARS],
+                    "refusals": client.refusals,
                 },
             )
 
@@ -271,6 +284,7 @@ class Broadcaster:
             raise RequestRefused(f"room {room.name!r} already has its content")
 
         room.is_joinable = True
+        room.creator = None  # only an unfinished upload needs to know its creator
         log.info(
             "room.joinable",
             extra={"room": room.name, "command_count": len(room.history)},
@@ -346,7 +360,17 @@ class Broadcaster:
 
     def _relay_error(self, client: Client, payload: memoryview) -> None:
         message = PayloadReader(payload).read_string()
-        log.warning("client.error", extra={"client_id": client.id, "text": message})
+        client.errors_sent += 1
+        if _is_worth_logging(client.errors_sent):
+            log.warning(
+                "client.error",
+                extra={
+                    "client_id": client.id,
+                    "text": message[:LOGGED_TEXT_CHARS],
+                    "errors_sent": client.errors_sent,
+                },
+            )
+
         self._send_to_all(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
 
     def _existing_room(self, name: str) -> Room:
@@ -371,6 +395,10 @@ def _json_frame(kind: MessageType, value: dict[str, Any]) -> bytes:
     return encode_frame(kind, encode_json(value))
 
 
+def _is_worth_logging(count: int) -> bool:
+    return count <= LOGGED_PER_CLIENT or count % 1000 == 0
+
+
 def _merge_custom(
     current: dict[str, Any], requested: dict[str, Any], reserved: frozenset[str]
 ) -> dict[str, Any]:
@@ -381,7 +409,8 @@ def _merge_custom(
             continue
 
         old = current.get(key, _MISSING)
-        if old is _MISSING or type(old) is not type(value) or old != value:
+        # Compared as JSON: in Python 1 == True == 1.0, and NaN != NaN.
+        if old is _MISSING or json.dumps(old) != json.dumps(value):
             current[key] = value
             changed[key] = value
 

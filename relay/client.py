@@ -35,6 +35,8 @@ class Client:
         self.commands_in = 0
         self.bytes_in = 0
         self.refusals = 0
+        self.errors_sent = 0
+        self.is_gone = False
         self._drop = drop
 
     def __repr__(self) -> str:

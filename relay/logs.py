@@ -65,7 +65,9 @@ class TextEventFormatter(logging.Formatter):
 
 def _text_value(value: object) -> str:
     text = str(value)
-    return json.dumps(text) if not text or any(c in text for c in ' "=') else text
+    # Quoted whenever a client's text could otherwise forge a field or a line.
+    is_plain = text and all(c.isprintable() and c not in ' "=' for c in text)
+    return text if is_plain else json.dumps(text)
 
 
 def configure_logging(

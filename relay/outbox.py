@@ -99,6 +99,13 @@ class Outbox:
         self._is_closed = True
         self._wake()
 
+    def discard(self) -> None:
+        """Close the outbox and forget everything queued (the connection is gone)."""
+        self.close()
+        self._items.clear()
+        self._queued_bytes = 0
+        self._replays = 0
+
     def take(self) -> list[Wire] | Replay | None:
         """Remove and return the next run of frames, or the replay at the head.
 

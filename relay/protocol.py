@@ -258,21 +258,49 @@ class PayloadReader:
         return raw
 
 
+# Deeper values are refused: Python's JSON codec recurses once per level, and a
+# value it could parse but not encode again would break every later reply that
+# carries it (LIST_ROOMS, LIST_CLIENTS).
+MAX_JSON_DEPTH = 64
+
+
 def parse_json_object(text: str) -> dict[str, Any]:
-    """Parse JSON text that must hold an object.
+    """Parse JSON text that must hold an object, at most MAX_JSON_DEPTH deep.
 
     Raises:
-        MalformedPayload: the text is not JSON, or not an object.
+        MalformedPayload: the text is not JSON, not an object, or nested too deep.
     """
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise MalformedPayload(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except ValueError as exc:
         raise MalformedPayload(f"invalid JSON: {exc}") from exc
 
     if not isinstance(value, dict):
         raise MalformedPayload(f"expected a JSON object, got {type(value).__name__}")
 
+    if _nesting_exceeds(value, MAX_JSON_DEPTH):
+        raise MalformedPayload(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
     return value
+
+
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+
+    return False
 
 
 def decode_text(payload: bytes | memoryview) -> str:

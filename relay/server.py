@@ -87,23 +87,27 @@ class RelayServer:
                     await anyio.sleep(0.1)
                     break
 
-                try:
-                    configure_client_socket(sock, self.settings)
-                    session = Session(sock, self.broadcaster, self.settings)
-                except OSError as exc:
-                    # The peer can be gone already (getpeername fails).
-                    log.info("client.lost_at_accept", extra={"error": str(exc)})
-                    sock.close()
-                    continue
-                except Exception:
-                    # One connection that cannot be set up must not end the listener.
-                    log.exception("client.setup_failed")
-                    sock.close()
-                    continue
-
-                tasks.start_soon(session.run)
+                self._start_session(sock, tasks)
 
             await anyio.lowlevel.checkpoint()
+
+    def _start_session(self, sock: socket.socket, tasks: anyio.abc.TaskGroup) -> None:
+        # A method of its own, so that no local keeps the session alive after it ends.
+        try:
+            configure_client_socket(sock, self.settings)
+            session = Session(sock, self.broadcaster, self.settings)
+        except OSError as exc:
+            # The peer can be gone already (getpeername fails).
+            log.info("client.lost_at_accept", extra={"error": str(exc)})
+            sock.close()
+            return
+        except Exception:
+            # One connection that cannot be set up must not end the listener.
+            log.exception("client.setup_failed")
+            sock.close()
+            return
+
+        tasks.start_soon(session.run)
 
     async def _publish_statistics(self) -> None:
         interval = self.settings.room_update_interval

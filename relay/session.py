@@ -73,6 +73,7 @@ class Session:
                 )
 
             self._broadcaster.disconnect(client, reason or self._end_reason)
+            client.outbox.discard()
             anyio.notify_closing(self._sock)
             self._sock.close()
 
