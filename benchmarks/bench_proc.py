@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ class RelaySpec:
     argv: list[str]
     cwd: str
     port: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -78,7 +81,9 @@ def ours_spec(port: int, repo: str, extra: list[str]) -> RelaySpec:
     """Our relay, ``python -m mixer_console --no-ui``, run from the repository."""
     argv = [sys.executable, "-m", "mixer_console", "--no-ui"]
     argv += ["--host", "127.0.0.1", "--port", str(port), *extra]
-    return RelaySpec("ours", argv, repo, port)
+    # A fresh store per run, so that no case inherits another's rooms.
+    data_dir = tempfile.mkdtemp(prefix="mixer-bench-store-")
+    return RelaySpec("ours", argv, repo, port, {"MIXER_DATA_DIR": data_dir})
 
 
 def original_spec(port: int, original_path: str) -> RelaySpec:
@@ -108,6 +113,7 @@ class RelayProcess:
         self.proc = subprocess.Popen(
             spec.argv,
             cwd=spec.cwd,
+            env={**os.environ, **spec.env},
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -165,6 +171,8 @@ class RelayProcess:
             self.proc.kill()
             self.proc.wait(5.0)
         self._log.close()
+        if "MIXER_DATA_DIR" in self.spec.env:
+            shutil.rmtree(self.spec.env["MIXER_DATA_DIR"], ignore_errors=True)
 
 
 def listening_addresses(port: int) -> list[str]:

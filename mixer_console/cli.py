@@ -9,16 +9,22 @@ from collections.abc import Sequence
 
 import anyio
 
+from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.errors import ConfigError
 from relay.logs import configure_logging
-from relay.server import RelayServer
+from relay.server import RelayServer, open_store
+from store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
+EXIT_STORE = 4
+
+# Stopping must take under 2 s in all; the store gets most of it to flush.
+STORE_CLOSE_SECONDS = 1.5
 
 # SIGHUP too: closing the SSH session that started the relay stops it cleanly.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -83,17 +89,35 @@ def _run(arguments: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Known limit: the operator console is not built yet, so every mode is headless.
     mode = "headless" if arguments.no_ui else "headless (no console in this build)"
-    server = RelayServer(settings)
     try:
-        server.bind()
-    except OSError as exc:
-        log.error(
-            "relay.cannot_listen",
-            extra={"host": settings.host, "port": settings.port, "error": str(exc)},
-        )
-        return EXIT_CANNOT_LISTEN
+        store = open_store(settings)
+    except StoreError as exc:
+        log.error("store.unavailable", extra={"error": str(exc)})
+        sys.stderr.write(f"mixer-console: {exc}\n")
+        return EXIT_STORE
 
-    anyio.run(run_headless, server, mode)
+    try:
+        broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
+        broadcaster.restore(settings.room_grace)
+        server = RelayServer(settings, broadcaster)
+        try:
+            server.bind()
+        except OSError as exc:
+            log.error(
+                "relay.cannot_listen",
+                extra={
+                    "host": settings.host,
+                    "port": settings.port,
+                    "error": str(exc),
+                },
+            )
+            return EXIT_CANNOT_LISTEN
+
+        anyio.run(run_headless, server, mode)
+    finally:
+        is_flushed = store.close(timeout=STORE_CLOSE_SECONDS)
+
+    log.info("relay.stopped", extra={"store_flushed": is_flushed})
     return EXIT_OK
 
 
@@ -110,6 +134,8 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                     "port": port,
                     "login": "none: anyone who reaches the port can join",
                     "mode": mode,
+                    "store": str(settings.data_dir),
+                    "rooms": len(server.broadcaster.rooms),
                 },
             )
             async for signum in signals:
@@ -118,5 +144,3 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                 )
                 tasks.cancel_scope.cancel()
                 break
-
-    log.info("relay.stopped")

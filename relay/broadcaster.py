@@ -5,8 +5,10 @@ applied atomically with respect to every other connection. Output goes into
 client outboxes; sessions write them out.
 """
 
+import itertools
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,16 +16,27 @@ import anyio
 
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
 from relay.errors import MalformedPayload, RequestRefused
-from relay.messages import LAST_CONTROL_TYPE, MessageType, is_stored, type_name
+from relay.history import History, HistoryReplay, LastCommand
+from relay.messages import (
+    LAST_CONTROL_TYPE,
+    MessageType,
+    is_mergeable,
+    is_stored,
+    type_name,
+)
 from relay.protocol import (
     Frame,
+    FrameDecoder,
     PayloadReader,
     decode_text,
     encode_frame,
     encode_json,
     encode_string,
+    leading_string,
 )
-from relay.room import RESERVED_ROOM_ATTRIBUTES, HistoryReplay, Room
+from relay.room import RESERVED_ROOM_ATTRIBUTES, Room
+from store.repository import HistorySummary, RoomRecord
+from store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +51,14 @@ LOGGED_TEXT_CHARS = 1024
 class Broadcaster:
     """Groups clients into rooms, forwards room commands and keeps histories."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, store: Store | None = None, max_unwritten_bytes: int = 256 * 1024**2
+    ) -> None:
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
+        self.store = store
+        self._max_unwritten_bytes = max_unwritten_bytes
+        self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics: dict[str, Room] = {}
         self._statistics_changed = anyio.Event()
         self._handlers: dict[int, Callable[[Client, memoryview], None]] = {
@@ -157,6 +175,18 @@ class Broadcaster:
             )
             return
 
+        store = self.store
+        if store is not None and store.pending_bytes > self._max_unwritten_bytes:
+            # Known limit: while the store cannot write, commands beyond this
+            # backlog are refused rather than relayed without being stored.
+            self._refuse(
+                client,
+                frame.kind,
+                "the relay cannot store room commands right now (its store is "
+                f"{store.pending_bytes} bytes behind: {store.last_error or 'slow'})",
+            )
+            return
+
         if is_stored(frame.kind):
             room.history.append(frame)
             if not self._rooms_with_new_statistics:
@@ -187,6 +217,7 @@ class Broadcaster:
 
         room = self.rooms.get(name)
         if room is None:
+            store_id = self.store.allocate_room_id() if self.store else 0
             room = Room(
                 name,
                 blender_version,
@@ -194,6 +225,9 @@ class Broadcaster:
                 ignore_version_check,
                 generic_protocol,
                 creator=client,
+                history=History(self._sequence, self.store, store_id),
+                store_id=store_id,
+                created_at=time.time(),
             )
             self._create_room(client, room)
         else:
@@ -201,6 +235,7 @@ class Broadcaster:
 
     def _create_room(self, client: Client, room: Room) -> None:
         self.rooms[room.name] = room
+        self._save(room)
         room.members[client] = None
         client.room = room
         client.send(encode_frame(MessageType.JOIN_ROOM, encode_string(room.name)))
@@ -233,6 +268,7 @@ class Broadcaster:
 
         room.members[client] = None
         room.joiners.add(client)
+        room.grace_until = None
         client.room = room
         client.send(encode_frame(MessageType.CLEAR_CONTENT))
         confirmation = encode_frame(MessageType.JOIN_ROOM, encode_string(room.name))
@@ -285,6 +321,7 @@ class Broadcaster:
 
         room.is_joinable = True
         room.creator = None  # only an unfinished upload needs to know its creator
+        self._save(room)
         log.info(
             "room.joinable",
             extra={"room": room.name, "command_count": len(room.history)},
@@ -306,6 +343,9 @@ class Broadcaster:
 
     def _remove_room(self, room: Room) -> None:
         del self.rooms[room.name]
+        if self.store is not None:
+            self.store.delete_room(room.store_id)
+
         self._rooms_with_new_statistics.pop(room.name, None)
         log.info("room.deleted", extra={"room": room.name})
         self._send_to_all(
@@ -342,6 +382,7 @@ class Broadcaster:
         requested = reader.read_json_object()
         changed = _merge_custom(room.custom, requested, RESERVED_ROOM_ATTRIBUTES)
         if changed:
+            self._save(room)
             self._send_to_all(
                 _json_frame(MessageType.ROOM_UPDATE, {room.name: changed})
             )
@@ -352,6 +393,7 @@ class Broadcaster:
         keep_open = reader.read_bool()
         if keep_open != room.keep_open:
             room.keep_open = keep_open
+            self._save(room)
             self._send_to_all(
                 _json_frame(
                     MessageType.ROOM_UPDATE, {room.name: {"keep_open": keep_open}}
@@ -372,6 +414,106 @@ class Broadcaster:
             )
 
         self._send_to_all(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
+
+    def restore(self, grace: float) -> None:
+        """Bring back the rooms the store kept (at start-up, before serving).
+
+        Rooms with keep_open come back for good. Others were live when the relay
+        stopped: they come back for ``grace`` seconds so that artists can rejoin,
+        and are deleted after it if still empty. A room whose scene upload never
+        finished could never be joined, and is deleted at once.
+        """
+        if self.store is None:
+            return
+
+        now = time.time()
+        for record, summary in self.store.load():
+            if not record.joinable:
+                self.store.delete_room(record.id)
+                log.info("room.discarded", extra={"room": record.name})
+                continue
+
+            room = self._room_from_record(record, summary)
+            room.grace_until = None if room.keep_open else now + grace
+            self.rooms[room.name] = room
+            log.info(
+                "room.restored",
+                extra={
+                    "room": room.name,
+                    "command_count": len(room.history),
+                    "byte_size": room.history.byte_size,
+                    "keep_open": room.keep_open,
+                },
+            )
+
+    def next_grace_deadline(self) -> float | None:
+        """When the next restored room's grace period ends, if one is pending."""
+        deadlines = [r.grace_until for r in self.rooms.values() if r.grace_until]
+        return min(deadlines) if deadlines else None
+
+    def expire_restored_rooms(self, now: float) -> None:
+        """Delete restored rooms whose grace period ended and that nobody rejoined."""
+        for room in list(self.rooms.values()):
+            if room.grace_until is not None and room.grace_until <= now:
+                room.grace_until = None
+                if not room.members and not room.keep_open:
+                    log.info("room.grace_ended", extra={"room": room.name})
+                    self._remove_room(room)
+
+    def _room_from_record(self, record: RoomRecord, summary: HistorySummary) -> Room:
+        last = None
+        if summary.last_wire is not None:
+            last_frame = FrameDecoder(len(summary.last_wire)).feed(summary.last_wire)[0]
+            merge_key = (
+                leading_string(last_frame.payload)
+                if is_mergeable(last_frame.kind)
+                else None
+            )
+            last = LastCommand(
+                summary.last_seq, last_frame.kind, merge_key, last_frame.size
+            )
+
+        history = History(
+            self._sequence,
+            self.store,
+            record.id,
+            command_count=summary.command_count,
+            byte_size=summary.byte_size,
+            last=last,
+        )
+        return Room(
+            record.name,
+            record.blender_version,
+            record.mixer_version,
+            record.ignore_version_check,
+            record.generic_protocol,
+            creator=None,
+            history=history,
+            store_id=record.id,
+            created_at=record.created_at,
+            keep_open=record.keep_open,
+            is_joinable=record.joinable,
+            custom=dict(record.custom),
+        )
+
+    def _save(self, room: Room) -> None:
+        if self.store is None:
+            return
+
+        self.store.save_room(
+            RoomRecord(
+                id=room.store_id,
+                name=room.name,
+                blender_version=room.blender_version,
+                mixer_version=room.mixer_version,
+                ignore_version_check=room.ignore_version_check,
+                generic_protocol=room.generic_protocol,
+                keep_open=room.keep_open,
+                joinable=room.is_joinable,
+                custom=dict(room.custom),
+                created_at=room.created_at,
+            )
+        )
 
     def _existing_room(self, name: str) -> Room:
         room = self.rooms.get(name)

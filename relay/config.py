@@ -1,8 +1,11 @@
 """The relay's settings, read once from ``MIXER_*`` environment variables."""
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from relay.errors import ConfigError
 
@@ -41,6 +44,34 @@ class Settings:
     room_update_interval: float = 0.05
     """``MIXER_ROOM_UPDATE_INTERVAL``: seconds over which a room's command_count
     and byte_size updates are coalesced into one ROOM_UPDATE."""
+
+    data_dir: Path = field(
+        default_factory=lambda: platformdirs.user_data_path("mixer-console")
+    )
+    """``MIXER_DATA_DIR``: where the rooms database lives (created if missing)."""
+
+    store_flush_interval: float = 0.05
+    """``MIXER_STORE_FLUSH_INTERVAL``: seconds a stored command may wait before it
+    is written; a crash loses at most this much."""
+
+    store_batch_size: int = 2000
+    """``MIXER_STORE_BATCH_SIZE``: changes written in one transaction at most;
+    a full batch is written at once."""
+
+    store_cache_bytes: int = 32 * MIB
+    """``MIXER_STORE_CACHE_BYTES``: SQLite page cache, per connection."""
+
+    store_max_bytes: int = 0
+    """``MIXER_STORE_MAX_BYTES``: cap on the database file (0: none); past it the
+    store is degraded as if the disk were full."""
+
+    store_max_unwritten_bytes: int = 256 * MIB
+    """``MIXER_STORE_MAX_UNWRITTEN_BYTES``: room commands the store may hold in
+    memory while it cannot write; past it, room commands are refused."""
+
+    room_grace: float = 600.0
+    """``MIXER_ROOM_GRACE``: seconds a room that was live when the relay stopped
+    waits, after a restart, for its artists to rejoin."""
 
     log_level: str = "INFO"
     """``MIXER_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR."""
@@ -139,6 +170,21 @@ MAX_SEND_TIMEOUT = 2_147_483.0
 MAX_TIMEOUT = 7 * 24 * 3600.0
 
 
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+
+    return value
+
+
+def _directory(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("must not be empty")
+
+    return Path(text).expanduser()
+
+
 def _host(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -167,6 +213,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "frame_timeout": _seconds(MAX_TIMEOUT),
     "keepalive_idle": _whole_seconds(MAX_KEEPALIVE_IDLE),
     "room_update_interval": _seconds(60.0),
+    "data_dir": _directory,
+    "store_flush_interval": _seconds(60.0),
+    "store_batch_size": _positive_int,
+    "store_cache_bytes": _positive_int,
+    "store_max_bytes": _non_negative_int,
+    "store_max_unwritten_bytes": _positive_int,
+    "room_grace": _seconds(MAX_TIMEOUT),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
 }

@@ -2,6 +2,7 @@
 
 import logging
 import socket
+import time
 
 import anyio
 from anyio.abc import TaskStatus
@@ -9,6 +10,7 @@ from anyio.abc import TaskStatus
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.session import Session
+from store.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class RelayServer:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._publish_statistics)
+                tasks.start_soon(self._expire_restored_rooms)
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:
@@ -109,12 +112,34 @@ class RelayServer:
 
         tasks.start_soon(session.run)
 
+    async def _expire_restored_rooms(self) -> None:
+        while (deadline := self.broadcaster.next_grace_deadline()) is not None:
+            await anyio.sleep(max(0.0, deadline - time.time()))
+            self.broadcaster.expire_restored_rooms(time.time())
+
     async def _publish_statistics(self) -> None:
         interval = self.settings.room_update_interval
         while True:
             await self.broadcaster.wait_for_statistics()
             await anyio.sleep(interval)
             self.broadcaster.publish_statistics()
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the store in the configured data directory.
+
+    Raises:
+        StoreError: the directory is in use, or its database cannot be used.
+    """
+    return Store.open(
+        settings.data_dir,
+        StoreOptions(
+            flush_interval=settings.store_flush_interval,
+            batch_size=settings.store_batch_size,
+            cache_bytes=settings.store_cache_bytes,
+            max_bytes=settings.store_max_bytes,
+        ),
+    )
 
 
 def open_listener(host: str, port: int) -> socket.socket:

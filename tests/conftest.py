@@ -1,12 +1,15 @@
 """Shared fixtures: a real relay on 127.0.0.1 and clients that connect to it."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import pytest
 
+from relay.broadcaster import Broadcaster
 from relay.config import Settings
-from relay.server import RelayServer
+from relay.server import RelayServer, open_store
 from tests.mixer_client import MixerClient
 
 
@@ -21,12 +24,20 @@ def relay_settings() -> Settings:
 
 
 @pytest.fixture
-async def relay(relay_settings: Settings) -> AsyncIterator[RelayServer]:
-    server = RelayServer(relay_settings)
-    async with anyio.create_task_group() as tasks:
-        await tasks.start(server.serve)
-        yield server
-        tasks.cancel_scope.cancel()
+async def relay(relay_settings: Settings, tmp_path: Path) -> AsyncIterator[RelayServer]:
+    """A relay on 127.0.0.1 with its store in a fresh SQLite file."""
+    settings = replace(relay_settings, data_dir=tmp_path / "relay-data")
+    store = open_store(settings)
+    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
+    broadcaster.restore(settings.room_grace)
+    server = RelayServer(settings, broadcaster)
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(server.serve)
+            yield server
+            tasks.cancel_scope.cancel()
+    finally:
+        assert store.close(timeout=5), "the store could not write everything"
 
 
 @pytest.fixture
@@ -44,3 +55,11 @@ async def connect(
     yield open_client
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every relay a test starts, in-process or not, keeps its rooms in tmp_path."""
+    data_dir = tmp_path / "env-data"
+    monkeypatch.setenv("MIXER_DATA_DIR", str(data_dir))
+    return data_dir

@@ -1,0 +1,223 @@
+"""A room's history: the stored room commands, in order, with the merge rule.
+
+Every entry gets a sequence number that only grows (across rooms and restarts,
+when a store is attached), so a reader that remembers the last number it sent
+never misses an entry and never sees one twice, even when a merge removes the
+entry before it.
+
+With a store, memory holds only the entries the store has not yet written, plus
+a few counters; older entries are read back from the store, in chunks, when a
+joiner needs them. Without a store every entry stays in memory.
+"""
+
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from relay.messages import is_mergeable
+from relay.protocol import Frame, Wire, leading_string
+
+
+class StoredCommandLike(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def wire(self) -> bytes: ...
+
+
+class CommandStore(Protocol):
+    """What a history needs from the store (see :class:`store.store.Store`)."""
+
+    @property
+    def durable_seq(self) -> int:
+        """Every command up to this sequence number is written."""
+        ...
+
+    def allocate_seq(self) -> int: ...
+
+    def append(self, seq: int, room_id: int, kind: int, wire: Wire) -> None: ...
+
+    def remove(self, seq: int) -> None: ...
+
+    async def read(
+        self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
+    ) -> Sequence[StoredCommandLike]: ...
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """One room command the store may not have written yet."""
+
+    seq: int
+    wire: Wire
+
+
+@dataclass(slots=True)
+class LastCommand:
+    """What the merge rule needs of the newest command (not its bytes)."""
+
+    seq: int
+    kind: int
+    merge_key: bytes | None
+    size: int
+
+
+class History:
+    """A room's stored commands.
+
+    Args:
+        sequence: hands out sequence numbers.
+        store: where entries are written and read back from; None keeps them all
+            in memory.
+        room_id: the room's id in the store.
+        command_count, byte_size, last: the state of a history loaded from the
+            store at start-up.
+    """
+
+    def __init__(
+        self,
+        sequence: Callable[[], int],
+        store: CommandStore | None = None,
+        room_id: int = 0,
+        command_count: int = 0,
+        byte_size: int = 0,
+        last: LastCommand | None = None,
+    ) -> None:
+        self._sequence = sequence
+        self._store = store
+        self._room_id = room_id
+        self._recent: deque[HistoryEntry] = deque()
+        self._count = command_count
+        self._byte_size = byte_size
+        self._last = last
+        # Entries up to this number are only in the store.
+        self._stored_until = last.seq if last is not None else 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def byte_size(self) -> int:
+        """Wire bytes of every stored command, headers included."""
+        return self._byte_size
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest entry (0 for an empty history)."""
+        return self._last.seq if self._last is not None else 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of commands held in memory (those the store has not written)."""
+        return sum(len(entry.wire) for entry in self._recent)
+
+    def append(self, frame: Frame) -> None:
+        """Store a room command, replacing the newest entry when the merge rule
+        says so: a type in 201-998 whose leading string equals the newest's."""
+        kind = frame.kind
+        wire = frame.wire
+        merge_key = leading_string(frame.payload) if is_mergeable(kind) else None
+        last = self._last
+        if (
+            merge_key is not None
+            and last is not None
+            and last.kind == kind
+            and last.merge_key == merge_key
+        ):
+            self._remove_newest(last)
+
+        seq = self._sequence()
+        self._recent.append(HistoryEntry(seq, wire))
+        self._last = LastCommand(seq, kind, merge_key, len(wire))
+        self._count += 1
+        self._byte_size += len(wire)
+        if self._store is not None:
+            self._store.append(seq, self._room_id, kind, wire)
+            self._forget_written()
+
+    async def read(
+        self, after_seq: int, until_seq: int, max_bytes: int
+    ) -> tuple[list[Wire], int]:
+        """Read entries with ``after_seq < seq <= until_seq``, about ``max_bytes``.
+
+        Returns:
+            The frames, oldest first, and the sequence number to continue after;
+            no frames and that number at ``until_seq`` mean the end.
+        """
+        if after_seq < self._stored_until and self._store is not None:
+            end = min(until_seq, self._stored_until)
+            stored = await self._store.read(self._room_id, after_seq, end, max_bytes)
+            if not stored:
+                return [], end
+
+            return [command.wire for command in stored], stored[-1].seq
+
+        recent = self._recent
+        start = bisect_right(recent, after_seq, key=lambda entry: entry.seq)
+        frames: list[Wire] = []
+        batch_bytes = 0
+        cursor = after_seq
+        for index in range(start, len(recent)):
+            entry = recent[index]
+            if entry.seq > until_seq or (frames and batch_bytes >= max_bytes):
+                break
+
+            frames.append(entry.wire)
+            batch_bytes += len(entry.wire)
+            cursor = entry.seq
+
+        return frames, (cursor if frames else until_seq)
+
+    def _remove_newest(self, last: LastCommand) -> None:
+        self._count -= 1
+        self._byte_size -= last.size
+        if self._recent and self._recent[-1].seq == last.seq:
+            self._recent.pop()
+
+        if self._store is not None:
+            self._store.remove(last.seq)
+
+    def _forget_written(self) -> None:
+        durable = self._store.durable_seq if self._store is not None else 0
+        recent = self._recent
+        while recent and recent[0].seq <= durable:
+            self._stored_until = recent.popleft().seq
+
+
+class HistoryReplay:
+    """Streams a history to one joiner, up to the entry that was newest when the
+    join began, then the frame that confirms the join.
+
+    Commands stored after the join began reach the joiner live, queued behind this
+    replay, so each command arrives exactly once and in history order. A merge
+    that replaces an entry the replay has not reached yet leaves only the newer
+    command, which the joiner then receives live.
+    """
+
+    def __init__(
+        self, history: History, confirmation: bytes, on_finish: Callable[[], None]
+    ) -> None:
+        self._history = history
+        self._cursor = 0
+        self._until = history.last_seq
+        self._confirmation: bytes | None = confirmation
+        self._on_finish = on_finish
+
+    async def next_batch(self, max_bytes: int) -> list[Wire]:
+        """Return the next frames of the history, then the confirmation, then []."""
+        while self._cursor < self._until:
+            frames, self._cursor = await self._history.read(
+                self._cursor, self._until, max_bytes
+            )
+            if frames:
+                return frames
+
+        confirmation, self._confirmation = self._confirmation, None
+        return [confirmation] if confirmation is not None else []
+
+    def finish(self) -> None:
+        """Tell the room the joiner has received the whole history."""
+        self._on_finish()

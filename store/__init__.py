@@ -1,0 +1,1 @@
+"""Durable rooms: SQLite storage of rooms, their attributes and histories."""

@@ -1,0 +1,265 @@
+"""The journal: changes queued by the relay, written by one background thread.
+
+The relay never waits on the disk. Each change is queued in order; a thread takes
+what has accumulated (after the flush interval, or as soon as a batch is full) and
+applies it in one transaction. When a transaction fails (the disk is full, the
+file is locked) the batch stays queued, the store reports itself degraded, and
+the thread retries until it succeeds; nothing queued is dropped. The relay reads
+:attr:`Journal.durable_seq` to know which commands are safely on disk.
+"""
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from store.repository import (
+    Blob,
+    RoomRecord,
+    delete_commands,
+    delete_room,
+    insert_commands,
+    save_room,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoom:
+    room: RoomRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRoom:
+    room_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveCommand:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSize:
+    """Caps the file (SQLite's max_page_count, a setting of the writing
+    connection); 0 lifts the cap."""
+
+    max_bytes: int
+
+
+# An appended command travels as a bare tuple (seq, room_id, kind, size, wire):
+# there is one per room command, so it is kept as cheap as possible.
+AppendRow = tuple[int, int, int, int, Blob]
+Change = SaveRoom | DeleteRoom | RemoveCommand | LimitSize | AppendRow
+
+
+class Journal:
+    """Queues changes and applies them in batches on its own thread.
+
+    Args:
+        db: the writing connection (used only by the journal's thread).
+        flush_interval: seconds a change may wait before it is written.
+        batch_size: changes that trigger a write at once.
+    """
+
+    def __init__(
+        self, db: sqlite_utils.Database, flush_interval: float, batch_size: int
+    ) -> None:
+        self._db = db
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._changes: deque[Change] = deque()
+        self._condition = threading.Condition()
+        self._is_stopping = False
+        self._flush_requested = False
+        self._applied = 0
+        self._queued = 0
+        self._thread = threading.Thread(target=self._run, name="store-journal")
+        self.durable_seq = 0
+        self.pending_bytes = 0
+        self.is_degraded = False
+        self.last_error = ""
+
+    def start(self) -> None:
+        """Start the writing thread."""
+        self._thread.start()
+
+    def submit(self, change: Change) -> None:
+        """Queue one change (never blocks on the disk)."""
+        with self._condition:
+            self._changes.append(change)
+            self._queued += 1
+            if type(change) is tuple:
+                self.pending_bytes += change[3]
+
+            if len(self._changes) == self._batch_size:
+                self._condition.notify()
+
+    @property
+    def backlog(self) -> int:
+        """Changes queued and not yet written."""
+        return self._queued - self._applied
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written.
+
+        Returns:
+            False when the timeout passed first (the store is degraded).
+        """
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            target = self._queued
+            self._flush_requested = True
+            self._condition.notify()
+            while self._applied < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+
+                self._condition.wait(remaining)
+
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Write what is queued (waiting at most ``timeout``), then stop the thread.
+
+        Returns:
+            False when some changes could not be written in time.
+        """
+        is_flushed = self.flush(timeout) if self._thread.is_alive() else False
+        with self._condition:
+            self._is_stopping = True
+            self._condition.notify()
+
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(timeout, RETRY_SECONDS * 2))
+
+        return is_flushed
+
+    def close_connection(self) -> None:
+        """Close the writing connection, once the thread has stopped."""
+        if not self._thread.is_alive():
+            self._db.conn.close()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None or not self._write(batch):
+                return
+
+    def _next_batch(self) -> list[Change] | None:
+        with self._condition:
+            while True:
+                if self._changes and (
+                    self._flush_requested
+                    or self._is_stopping
+                    or len(self._changes) >= self._batch_size
+                ):
+                    break
+
+                if self._is_stopping:
+                    return None
+
+                if self._changes:
+                    self._condition.wait(self._flush_interval)
+                    break
+
+                self._condition.wait()
+
+            self._flush_requested = False
+            count = min(len(self._changes), self._batch_size)
+            return [self._changes.popleft() for _ in range(count)]
+
+    def _write(self, batch: list[Change]) -> bool:
+        """Apply a batch, retrying until it is written; False when the journal
+        stops first (the batch is then queued again, for close() to report)."""
+        while True:
+            try:
+                self._apply(batch)
+            except sqlite3.Error as exc:
+                self._report_failure(exc)
+                with self._condition:
+                    if self._is_stopping:
+                        self._changes.extendleft(reversed(batch))
+                        return False
+
+                    self._condition.wait(RETRY_SECONDS)
+
+                continue
+
+            self._report_success(batch)
+            return True
+
+    def _apply(self, batch: list[Change]) -> None:
+        db = self._db
+        rows: list[AppendRow] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for change in batch:
+                if type(change) is tuple:
+                    rows.append(change)
+                    continue
+
+                if rows:
+                    insert_commands(db, rows)
+                    rows = []
+
+                if isinstance(change, SaveRoom):
+                    save_room(db, change.room)
+                elif isinstance(change, DeleteRoom):
+                    delete_room(db, change.room_id)
+                elif isinstance(change, RemoveCommand):
+                    delete_commands(db, [change.seq])
+                elif isinstance(change, LimitSize):
+                    _limit_size(db, change.max_bytes)
+
+            if rows:
+                insert_commands(db, rows)
+
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _report_failure(self, exc: sqlite3.Error) -> None:
+        self.last_error = str(exc)
+        if not self.is_degraded:
+            self.is_degraded = True
+            log.error(
+                "store.degraded",
+                extra={"error": str(exc), "backlog": self.backlog},
+            )
+
+    def _report_success(self, batch: list[Change]) -> None:
+        written_bytes = 0
+        last_seq = 0
+        for change in batch:
+            if type(change) is tuple:
+                written_bytes += change[3]
+                last_seq = change[0]
+
+        with self._condition:
+            self._applied += len(batch)
+            self.pending_bytes -= written_bytes
+            if last_seq:
+                self.durable_seq = last_seq
+
+            self._condition.notify_all()
+
+        if self.is_degraded:
+            self.is_degraded = False
+            log.warning("store.recovered", extra={"backlog": self.backlog})
+
+
+def _limit_size(db: sqlite_utils.Database, max_bytes: int) -> None:
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    # SQLite's own maximum stands for "no cap".
+    pages = max_bytes // page_size if max_bytes else 4294967294
+    db.execute(f"PRAGMA max_page_count = {max(pages, 1)}")

@@ -1,0 +1,152 @@
+"""Rows in and out of the database: rooms and their stored commands.
+
+Plain functions over one connection; the journal calls the writing ones from its
+thread, the store's reader the reading ones. Nothing here knows about threads.
+"""
+
+import json
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+# A command's bytes as the relay holds them; SQLite stores any of these as a BLOB.
+Blob = bytes | bytearray | memoryview | mmap.mmap
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    """A room's row: everything about it except its history."""
+
+    id: int
+    name: str
+    blender_version: str
+    mixer_version: str
+    ignore_version_check: bool
+    generic_protocol: bool
+    keep_open: bool
+    joinable: bool
+    custom: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class HistorySummary:
+    """What the relay needs to know about a stored history without reading it."""
+
+    command_count: int
+    byte_size: int
+    last_seq: int
+    last_wire: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCommand:
+    """One stored room command."""
+
+    seq: int
+    kind: int
+    wire: bytes
+
+
+def save_room(db: sqlite_utils.Database, room: RoomRecord) -> None:
+    """Insert or replace a room's row."""
+    db.execute(
+        "INSERT INTO rooms (id, name, blender_version, mixer_version, "
+        "ignore_version_check, generic_protocol, keep_open, joinable, custom, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+        "keep_open = excluded.keep_open, joinable = excluded.joinable, "
+        "custom = excluded.custom",
+        [
+            room.id,
+            room.name,
+            room.blender_version,
+            room.mixer_version,
+            int(room.ignore_version_check),
+            int(room.generic_protocol),
+            int(room.keep_open),
+            int(room.joinable),
+            json.dumps(room.custom),
+            room.created_at,
+        ],
+    )
+
+
+def delete_room(db: sqlite_utils.Database, room_id: int) -> None:
+    """Delete a room and its whole history."""
+    db.execute("DELETE FROM commands WHERE room_id = ?", [room_id])
+    db.execute("DELETE FROM rooms WHERE id = ?", [room_id])
+
+
+def insert_commands(
+    db: sqlite_utils.Database, rows: list[tuple[int, int, int, int, Blob]]
+) -> None:
+    """Append commands, given as (seq, room_id, kind, size, wire) rows."""
+    db.conn.executemany(
+        "INSERT INTO commands (seq, room_id, kind, size, wire) VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def delete_commands(db: sqlite_utils.Database, seqs: list[int]) -> None:
+    """Remove commands by sequence number (the merge rule replaced them)."""
+    db.conn.executemany("DELETE FROM commands WHERE seq = ?", [(s,) for s in seqs])
+
+
+def load_rooms(db: sqlite_utils.Database) -> list[RoomRecord]:
+    """Return every stored room, oldest first."""
+    rows = db.execute(
+        "SELECT id, name, blender_version, mixer_version, ignore_version_check, "
+        "generic_protocol, keep_open, joinable, custom, created_at FROM rooms "
+        "ORDER BY id"
+    ).fetchall()
+    return [
+        RoomRecord(
+            id=row[0],
+            name=row[1],
+            blender_version=row[2] or "",
+            mixer_version=row[3] or "",
+            ignore_version_check=bool(row[4]),
+            generic_protocol=bool(row[5]),
+            keep_open=bool(row[6]),
+            joinable=bool(row[7]),
+            custom=json.loads(row[8]),
+            created_at=row[9] or 0.0,
+        )
+        for row in rows
+    ]
+
+
+def summarize_history(db: sqlite_utils.Database, room_id: int) -> HistorySummary:
+    """Count a room's commands and fetch the newest one (for the merge rule)."""
+    count, byte_size, last_seq = db.execute(
+        "SELECT count(*), coalesce(sum(size), 0), coalesce(max(seq), 0) "
+        "FROM commands WHERE room_id = ?",
+        [room_id],
+    ).fetchone()
+    last = db.execute("SELECT wire FROM commands WHERE seq = ?", [last_seq]).fetchone()
+    return HistorySummary(count, byte_size, last_seq, last[0] if last else None)
+
+
+def iter_commands(
+    db: sqlite_utils.Database, room_id: int, after_seq: int, until_seq: int
+) -> Iterator[StoredCommand]:
+    """Yield a room's commands with ``after_seq < seq <= until_seq`` in order,
+    one row at a time (SQLite steps the cursor as it is consumed)."""
+    cursor = db.execute(
+        "SELECT seq, kind, wire FROM commands "
+        "WHERE room_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
+        [room_id, after_seq, until_seq],
+    )
+    for seq, kind, wire in cursor:
+        yield StoredCommand(seq, kind, wire)
+
+
+def next_ids(db: sqlite_utils.Database) -> tuple[int, int]:
+    """Return the first free room id and command sequence number."""
+    (room_id,) = db.execute("SELECT coalesce(max(id), 0) + 1 FROM rooms").fetchone()
+    (seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM commands").fetchone()
+    return int(room_id), int(seq)

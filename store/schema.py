@@ -1,0 +1,124 @@
+"""The database file: how it is recognised, created and migrated.
+
+A mixer-console database carries ``PRAGMA application_id`` = :data:`APPLICATION_ID`
+and its schema version in ``PRAGMA user_version``. Opening checks both before
+writing anything, so another program's file, or a file from a newer version, is
+refused and left as it was.
+"""
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from store.errors import NewerSchema, NotOurDatabase
+
+APPLICATION_ID = 0x4D584352  # "MXCR"
+SCHEMA_VERSION = 1
+
+
+def _create_version_1(db: sqlite_utils.Database) -> None:
+    db.table("rooms").create(
+        {
+            "id": int,
+            "name": str,
+            "blender_version": str,
+            "mixer_version": str,
+            "ignore_version_check": int,
+            "generic_protocol": int,
+            "keep_open": int,
+            "joinable": int,
+            "custom": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"name", "custom"},
+        if_not_exists=True,
+    )
+    db.table("rooms").create_index(["name"], unique=True, if_not_exists=True)
+    # seq is global and only grows: it orders every room's history and stays the
+    # same across restarts, so a replay cursor never points at the wrong command.
+    db.table("commands").create(
+        {"seq": int, "room_id": int, "kind": int, "size": int, "wire": bytes},
+        pk="seq",
+        not_null={"room_id", "kind", "size", "wire"},
+        foreign_keys=[("room_id", "rooms", "id")],
+        if_not_exists=True,
+    )
+    db.table("commands").create_index(["room_id", "seq"], if_not_exists=True)
+
+
+# Step N turns a version N-1 database into version N. Steps are idempotent: the
+# library commits each table it creates, so a crash can leave a step half done.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_version_1]
+
+
+def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
+    """Open (creating or migrating as needed) the database at ``path``.
+
+    Args:
+        path: the SQLite file; its folder is created if missing.
+        cache_bytes: SQLite's page cache for this connection.
+
+    Raises:
+        NotOurDatabase: the file is not SQLite, or belongs to another program.
+        NewerSchema: the file was written by a newer version.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=10
+    )
+    try:
+        db = sqlite_utils.Database(connection)
+        _check_identity(db, path)
+        db.execute(f"PRAGMA cache_size = -{max(cache_bytes // 1024, 64)}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.enable_wal()
+        # WAL with NORMAL syncs at checkpoints: a crash of the process loses
+        # nothing committed, and the file is never left unreadable.
+        db.execute("PRAGMA synchronous = NORMAL")
+        _migrate(db)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise NotOurDatabase(
+            f"{path} is not a readable SQLite database: {exc}"
+        ) from exc
+    except Exception:
+        connection.close()
+        raise
+
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """Return the schema version recorded in the database."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_identity(db: sqlite_utils.Database, path: Path) -> None:
+    application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+    if application_id == APPLICATION_ID:
+        version = schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise NewerSchema(
+                f"{path} has schema version {version}; this mixer-console reads "
+                f"up to {SCHEMA_VERSION}: upgrade mixer-console to open it"
+            )
+
+        return
+
+    if application_id != 0 or db.table_names():
+        raise NotOurDatabase(
+            f"{path} is a SQLite database of another program "
+            f"(application id {application_id:#x}, tables: "
+            f"{', '.join(db.table_names()) or 'none'}); refusing to touch it"
+        )
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    version = schema_version(db)
+    for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        step(db)
+        db.execute(f"PRAGMA user_version = {target}")

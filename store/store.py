@@ -1,0 +1,220 @@
+"""The store as the relay uses it: one database file in a data directory, written
+through the journal, read through a connection of its own."""
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import anyio
+import anyio.to_thread
+import sqlite_utils
+
+from store.errors import StoreLocked
+from store.journal import DeleteRoom, Journal, LimitSize, RemoveCommand, SaveRoom
+from store.repository import (
+    Blob,
+    HistorySummary,
+    RoomRecord,
+    StoredCommand,
+    iter_commands,
+    load_rooms,
+    next_ids,
+    summarize_history,
+)
+from store.schema import open_database
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "rooms.sqlite"
+LOCK_NAME = "relay.lock"
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How the store writes and caches; see relay.config for each variable."""
+
+    flush_interval: float = 0.05
+    batch_size: int = 2000
+    cache_bytes: int = 32 * 1024 * 1024
+    max_bytes: int = 0
+
+
+class Store:
+    """Rooms and histories in ``data_dir/rooms.sqlite``, held by one process.
+
+    Use :meth:`open`; the store takes an exclusive lock on the data directory so
+    that a second relay, or an admin command, cannot change it underneath.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        lock: IO[bytes],
+        journal: Journal,
+        reader: sqlite_utils.Database,
+    ) -> None:
+        self.data_dir = data_dir
+        self._lock = lock
+        self.journal = journal
+        self._reader = reader
+        self._read_limiter = anyio.CapacityLimiter(1)
+        self._next_room_id = 1
+        self._next_seq = 1
+
+    @classmethod
+    def open(cls, data_dir: Path, options: StoreOptions) -> "Store":
+        """Lock the data directory and open (or create) its database.
+
+        Raises:
+            StoreLocked: another process holds the data directory.
+            NotOurDatabase, NewerSchema: the file cannot be used; it is untouched.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_directory(data_dir)
+        try:
+            path = data_dir / DATABASE_NAME
+            writer = open_database(path, options.cache_bytes)
+            reader = open_database(path, options.cache_bytes)
+        except BaseException:
+            lock.close()
+            raise
+
+        journal = Journal(writer, options.flush_interval, options.batch_size)
+        store = cls(data_dir, lock, journal, reader)
+        store._next_room_id, store._next_seq = next_ids(writer)
+        journal.durable_seq = store._next_seq - 1
+        if options.max_bytes:
+            journal.submit(LimitSize(options.max_bytes))
+
+        journal.start()
+        return store
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of commands queued and not yet written."""
+        return self.journal.pending_bytes
+
+    @property
+    def last_error(self) -> str:
+        """The last write failure, while the store is degraded ("" otherwise)."""
+        return self.journal.last_error if self.journal.is_degraded else ""
+
+    @property
+    def durable_seq(self) -> int:
+        """Every command up to this sequence number is written."""
+        return self.journal.durable_seq
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.data_dir / DATABASE_NAME
+
+    def load(self) -> list[tuple[RoomRecord, HistorySummary]]:
+        """Return every stored room with a summary of its history (at start-up,
+        before the journal has written anything)."""
+        db = self._reader
+        return [(room, summarize_history(db, room.id)) for room in load_rooms(db)]
+
+    def allocate_room_id(self) -> int:
+        """Return a new room id (no disk access)."""
+        room_id = self._next_room_id
+        self._next_room_id += 1
+        return room_id
+
+    def allocate_seq(self) -> int:
+        """Return the next command sequence number (no disk access)."""
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def save_room(self, room: RoomRecord) -> None:
+        """Queue a room's row to be written."""
+        self.journal.submit(SaveRoom(room))
+
+    def delete_room(self, room_id: int) -> None:
+        """Queue a room's deletion, with its history."""
+        self.journal.submit(DeleteRoom(room_id))
+
+    def append(self, seq: int, room_id: int, kind: int, wire: Blob) -> None:
+        """Queue a command to be appended to a room's history."""
+        self.journal.submit((seq, room_id, kind, len(wire), wire))
+
+    def remove(self, seq: int) -> None:
+        """Queue the removal of a stored command (the merge rule replaced it)."""
+        self.journal.submit(RemoveCommand(seq))
+
+    def limit_size(self, max_bytes: int) -> None:
+        """Cap the database file's size (0 lifts the cap); appends that would pass
+        it fail, and the store reports itself degraded until there is room."""
+        self.journal.submit(LimitSize(max_bytes))
+
+    async def read(
+        self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
+    ) -> list[StoredCommand]:
+        """Read a room's next stored commands, about ``max_bytes`` of them."""
+        return await anyio.to_thread.run_sync(
+            self._read_sync,
+            room_id,
+            after_seq,
+            until_seq,
+            max_bytes,
+            limiter=self._read_limiter,
+        )
+
+    def _read_sync(
+        self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
+    ) -> list[StoredCommand]:
+        batch: list[StoredCommand] = []
+        batch_bytes = 0
+        commands = iter_commands(self._reader, room_id, after_seq, until_seq)
+        for command in commands:
+            batch.append(command)
+            batch_bytes += len(command.wire)
+            if batch_bytes >= max_bytes:
+                break
+
+        return batch
+
+    def close(self, timeout: float) -> bool:
+        """Write everything queued (waiting at most ``timeout``) and release the
+        data directory.
+
+        Returns:
+            False when some changes could not be written (logged as an error).
+        """
+        is_flushed = self.journal.close(timeout)
+        if not is_flushed:
+            log.error(
+                "store.unflushed",
+                extra={
+                    "backlog": self.journal.backlog,
+                    "error": self.journal.last_error,
+                },
+            )
+
+        self._reader.conn.close()
+        self.journal.close_connection()
+        self._lock.close()
+        return is_flushed
+
+
+def _lock_directory(data_dir: Path) -> IO[bytes]:
+    lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().decode(errors="replace").strip() or "another process"
+        lock.close()
+        raise StoreLocked(
+            f"{data_dir} is in use by a running relay ({holder}); stop it first"
+        ) from None
+
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}".encode())
+    lock.flush()
+    return lock
