@@ -46,18 +46,10 @@ class RemoveCommand:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class LimitSize:
-    """Caps the file (SQLite's max_page_count, a setting of the writing
-    connection); 0 lifts the cap."""
-
-    max_bytes: int
-
-
 # An appended command travels as a bare tuple (seq, room_id, kind, size, wire):
 # there is one per room command, so it is kept as cheap as possible.
 AppendRow = tuple[int, int, int, int, Blob]
-Change = SaveRoom | DeleteRoom | RemoveCommand | LimitSize | AppendRow
+Change = SaveRoom | DeleteRoom | RemoveCommand | AppendRow
 
 
 class Journal:
@@ -81,6 +73,7 @@ class Journal:
         self._flush_requested = False
         self._applied = 0
         self._queued = 0
+        self._size_limit: int | None = None
         self._thread = threading.Thread(target=self._run, name="store-journal")
         self.durable_seq = 0
         self.pending_bytes = 0
@@ -99,8 +92,17 @@ class Journal:
             if type(change) is tuple:
                 self.pending_bytes += change[3]
 
-            if len(self._changes) == self._batch_size:
+            # The first change starts the flush interval; a full batch ends it.
+            if len(self._changes) in (1, self._batch_size):
                 self._condition.notify()
+
+    def limit_size(self, max_bytes: int) -> None:
+        """Cap the database file (SQLite's max_page_count, a setting of the writing
+        connection); 0 lifts the cap. Applied before the next write attempt, even
+        while a batch keeps failing for want of space."""
+        with self._condition:
+            self._size_limit = max_bytes
+            self._condition.notify()
 
     @property
     def backlog(self) -> int:
@@ -149,6 +151,7 @@ class Journal:
             self._db.conn.close()
 
     def _run(self) -> None:
+        self._apply_size_limit()
         while True:
             batch = self._next_batch()
             if batch is None or not self._write(batch):
@@ -182,6 +185,7 @@ class Journal:
         stops first (the batch is then queued again, for close() to report)."""
         while True:
             try:
+                self._apply_size_limit()
                 self._apply(batch)
             except sqlite3.Error as exc:
                 self._report_failure(exc)
@@ -196,6 +200,13 @@ class Journal:
 
             self._report_success(batch)
             return True
+
+    def _apply_size_limit(self) -> None:
+        with self._condition:
+            max_bytes, self._size_limit = self._size_limit, None
+
+        if max_bytes is not None:
+            _limit_size(self._db, max_bytes)
 
     def _apply(self, batch: list[Change]) -> None:
         db = self._db
@@ -217,15 +228,16 @@ class Journal:
                     delete_room(db, change.room_id)
                 elif isinstance(change, RemoveCommand):
                     delete_commands(db, [change.seq])
-                elif isinstance(change, LimitSize):
-                    _limit_size(db, change.max_bytes)
 
             if rows:
                 insert_commands(db, rows)
 
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may already have rolled back (a full disk does that).
+            if db.conn.in_transaction:
+                db.execute("ROLLBACK")
+
             raise
 
     def _report_failure(self, exc: sqlite3.Error) -> None:

@@ -13,7 +13,7 @@ import anyio.to_thread
 import sqlite_utils
 
 from store.errors import StoreLocked
-from store.journal import DeleteRoom, Journal, LimitSize, RemoveCommand, SaveRoom
+from store.journal import DeleteRoom, Journal, RemoveCommand, SaveRoom
 from store.repository import (
     Blob,
     HistorySummary,
@@ -87,7 +87,7 @@ class Store:
         store._next_room_id, store._next_seq = next_ids(writer)
         journal.durable_seq = store._next_seq - 1
         if options.max_bytes:
-            journal.submit(LimitSize(options.max_bytes))
+            journal.limit_size(options.max_bytes)
 
         journal.start()
         return store
@@ -149,7 +149,7 @@ class Store:
     def limit_size(self, max_bytes: int) -> None:
         """Cap the database file's size (0 lifts the cap); appends that would pass
         it fail, and the store reports itself degraded until there is room."""
-        self.journal.submit(LimitSize(max_bytes))
+        self.journal.limit_size(max_bytes)
 
     async def read(
         self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
