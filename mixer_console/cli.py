@@ -1,4 +1,6 @@
-"""Command-line entry point: ``mixer-console [--no-ui] [--host H] [--port P]``."""
+"""Command-line entry point: ``mixer-console [--no-ui] [--host H] [--port P]``
+runs the relay; ``mixer-console rooms`` and ``mixer-console room ...`` are the
+admin commands of :mod:`mixer_console.admin_cli` (see it for their exit status)."""
 
 import argparse
 import logging
@@ -6,9 +8,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
+from mixer_console import admin_cli
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.errors import ConfigError
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
     )
     parser.add_argument("--port", help="TCP port (MIXER_PORT, default 12800)")
+    admin_cli.add_commands(parser)
     return parser
 
 
@@ -54,11 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the process exit status."""
     # Until the relay's own handlers are installed, a stop signal still ends the
     # start-up cleanly instead of with a traceback.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _stop_during_startup)
-
+    previous = {
+        signum: signal.signal(signum, _stop_during_startup) for signum in STOP_SIGNALS
+    }
     try:
-        return _run(build_parser().parse_args(argv))
+        parser = build_parser()
+        arguments = parser.parse_args(argv)
+        if arguments.command is not None:
+            return _run_admin(parser, arguments, previous)
+
+        return _run(arguments)
     except KeyboardInterrupt:
         log.info("relay.stopped", extra={"during": "start-up"})
         return EXIT_OK
@@ -66,6 +76,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stop_during_startup(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _run_admin(
+    parser: argparse.ArgumentParser,
+    arguments: argparse.Namespace,
+    previous: dict[signal.Signals, Any],
+) -> int:
+    """Run an admin command; a stop signal interrupts it, changing nothing, and
+    the signal handlers are given back afterwards (for callers in-process)."""
+    try:
+        if arguments.no_ui or arguments.host is not None or arguments.port is not None:
+            parser.error(
+                "--no-ui, --host and --port apply to running the relay, not to "
+                f"'{arguments.command}'"
+            )
+
+        return admin_cli.run(arguments)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(arguments: argparse.Namespace) -> int:

@@ -150,3 +150,13 @@ def next_ids(db: sqlite_utils.Database) -> tuple[int, int]:
     (room_id,) = db.execute("SELECT coalesce(max(id), 0) + 1 FROM rooms").fetchone()
     (seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM commands").fetchone()
     return int(room_id), int(seq)
+
+
+def history_statistics(db: sqlite_utils.Database) -> dict[int, tuple[int, int]]:
+    """Return each room's command count and byte size, by room id (rooms without
+    commands are left out)."""
+    rows = db.execute(
+        "SELECT room_id, count(*), coalesce(sum(size), 0) FROM commands "
+        "GROUP BY room_id"
+    ).fetchall()
+    return {room_id: (count, byte_size) for room_id, count, byte_size in rows}

@@ -37,8 +37,10 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     db.table("rooms").create_index(["name"], unique=True, if_not_exists=True)
-    # seq is global and only grows: it orders every room's history and stays the
-    # same across restarts, so a replay cursor never points at the wrong command.
+    # seq is global and grows while a relay runs: it orders every room's history,
+    # and a stored command keeps its number across restarts. Numbers freed by a
+    # deleted room may be handed out again after a restart, which is harmless
+    # since no replay cursor outlives the process.
     db.table("commands").create(
         {"seq": int, "room_id": int, "kind": int, "size": int, "wire": bytes},
         pk="seq",

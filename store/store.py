@@ -73,7 +73,7 @@ class Store:
             NotOurDatabase, NewerSchema: the file cannot be used; it is untouched.
         """
         data_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_directory(data_dir)
+        lock = lock_directory(data_dir)
         try:
             path = data_dir / DATABASE_NAME
             writer = open_database(path, options.cache_bytes)
@@ -201,20 +201,28 @@ class Store:
         return is_flushed
 
 
-def _lock_directory(data_dir: Path) -> IO[bytes]:
+def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]:
+    """Take the data directory's exclusive lock, held until the returned file is
+    closed (the relay's store and the admin commands both take it).
+
+    Args:
+        data_dir: the directory to lock.
+        holder: who takes it, as others will be told ("a running relay").
+
+    Raises:
+        StoreLocked: another process holds it; the message names that process.
+    """
     lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        holder = lock.read().decode(errors="replace").strip() or "another process"
+        current = lock.read().decode(errors="replace").strip() or "another process"
         lock.close()
-        raise StoreLocked(
-            f"{data_dir} is in use by a running relay ({holder}); stop it first"
-        ) from None
+        raise StoreLocked(f"{data_dir} is in use by {current}; stop it first") from None
 
     lock.seek(0)
     lock.truncate()
-    lock.write(f"pid {os.getpid()}".encode())
+    lock.write(f"{holder} (pid {os.getpid()})".encode())
     lock.flush()
     return lock

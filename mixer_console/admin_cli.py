@@ -1,0 +1,269 @@
+"""The admin commands of ``mixer-console``: list, export, import and delete rooms.
+
+::
+
+    mixer-console rooms [--json]
+    mixer-console room export NAME FILE
+    mixer-console room import FILE [--name NEW]
+    mixer-console room delete NAME
+
+They read the relay's settings from the same ``MIXER_*`` variables (the data
+directory is ``MIXER_DATA_DIR``) and take the data directory's lock, so they
+refuse to run while a relay uses it, and a relay cannot start while one works.
+
+Exit status:
+
+- 0: done;
+- 2: bad usage or configuration (an option, a ``MIXER_*`` variable, an empty
+  room name);
+- 4: the store is unavailable: a running relay holds the data directory, the
+  database is another program's or from a newer mixer-console, or it cannot be
+  read or written (full, say);
+- 5: the room file is invalid (truncated, corrupt, not a room file), cannot be
+  read, or cannot be written;
+- 6: no room of that name (export, delete), or one exists already (import).
+
+A failed import or delete changes nothing; a failed export leaves no file.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from relay.config import Settings
+from relay.errors import ConfigError
+from store.admin import AdminStore, RoomInfo
+from store.errors import Conflict, NotFound, StoreError
+from store.roomfile import RoomFileError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_STORE = 4
+EXIT_ROOM_FILE = 5
+EXIT_ROOM = 6
+EXIT_INTERRUPTED = 130
+
+COMMANDS = ("rooms", "room")
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add the admin subcommands to the ``mixer-console`` parser; with none given,
+    ``arguments.command`` is None (run the relay)."""
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        title="admin commands (run while no relay uses the data directory)",
+    )
+    rooms = commands.add_parser(
+        "rooms",
+        help="list the stored rooms",
+        description="List the rooms stored in MIXER_DATA_DIR with their command "
+        "counts, sizes, flags and versions.",
+    )
+    rooms.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array, one object per room (for scripts)",
+    )
+
+    room = commands.add_parser(
+        "room",
+        help="export, import or delete one room",
+        description="Move one room between the store and a room file (the "
+        "format the Mixer add-on downloads and uploads), or delete it.",
+    )
+    actions = room.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser(
+        "export",
+        help="write a room to a room file",
+        description="Write a room's attributes and history to FILE (replaced "
+        "if it exists, only once complete).",
+    )
+    export.add_argument("name", metavar="NAME", help="the room to export")
+    export.add_argument("file", metavar="FILE", type=Path, help="the file to write")
+
+    load = actions.add_parser(
+        "import",
+        help="create a room from a room file",
+        description="Validate FILE whole, then create the room and its history "
+        "in one transaction. The room keeps the file's attributes and is joinable.",
+    )
+    load.add_argument("file", metavar="FILE", type=Path, help="the room file")
+    load.add_argument(
+        "--name", help="the room's name (default: FILE's name without extension)"
+    )
+
+    delete = actions.add_parser(
+        "delete",
+        help="delete a room and its history",
+        description="Delete a room and its whole history from the store.",
+    )
+    delete.add_argument("name", metavar="NAME", help="the room to delete")
+
+
+def run(
+    arguments: argparse.Namespace,
+    env: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the admin command that ``arguments`` hold; return the exit status."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        settings = Settings.from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        err.write(f"mixer-console: {exc}\n")
+        return EXIT_USAGE
+
+    try:
+        with AdminStore.open(
+            settings.data_dir,
+            cache_bytes=settings.store_cache_bytes,
+            max_bytes=settings.store_max_bytes,
+        ) as admin:
+            return _dispatch(admin, arguments, settings, out)
+    except RoomFileError as exc:
+        err.write(f"mixer-console: {exc}\n")
+        return EXIT_ROOM_FILE
+    except (NotFound, Conflict) as exc:
+        err.write(f"mixer-console: {exc}\n")
+        return EXIT_ROOM
+    except StoreError as exc:
+        err.write(f"mixer-console: {exc}\n")
+        return EXIT_STORE
+    except ValueError as exc:
+        err.write(f"mixer-console: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("mixer-console: interrupted; nothing was changed\n")
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(
+    admin: AdminStore, arguments: argparse.Namespace, settings: Settings, out: TextIO
+) -> int:
+    if arguments.command == "rooms":
+        rooms = admin.list_rooms()
+        if arguments.json:
+            out.write(json.dumps([_room_json(room) for room in rooms], indent=2))
+            out.write("\n")
+        else:
+            out.write(format_table(rooms, admin.path))
+
+        return EXIT_OK
+
+    action = arguments.action
+    if action == "export":
+        room = admin.export_room(arguments.name, arguments.file)
+        out.write(
+            f"exported room {_show(room.name)} to {arguments.file}: "
+            f"{_commands(room.command_count)}, {_size(room.byte_size)}\n"
+        )
+    elif action == "import":
+        room = admin.import_room(
+            arguments.file, arguments.name, settings.max_frame_bytes
+        )
+        out.write(
+            f"imported room {_show(room.name)} from {arguments.file}: "
+            f"{_commands(room.command_count)}, {_size(room.byte_size)}\n"
+        )
+        if not room.record.keep_open:
+            out.write(
+                "note: keep_open is false: the relay will delete the room if "
+                f"nobody joins it within {settings.room_grace:g} s of starting "
+                "(MIXER_ROOM_GRACE)\n"
+            )
+    else:
+        room = admin.delete_room(arguments.name)
+        out.write(
+            f"deleted room {_show(room.name)}: {_commands(room.command_count)}, "
+            f"{_size(room.byte_size)}\n"
+        )
+
+    return EXIT_OK
+
+
+def format_table(rooms: list[RoomInfo], database: Path) -> str:
+    """The rooms as an aligned text table, one line per room."""
+    if not rooms:
+        return f"no rooms in {database}\n"
+
+    header = ("ROOM", "COMMANDS", "SIZE", "KEEP OPEN", "JOINABLE", "BLENDER", "MIXER")
+    rows = [header] + [
+        (
+            _printable(room.name),
+            str(room.command_count),
+            _size(room.byte_size),
+            _yes(room.record.keep_open),
+            _yes(room.record.joinable),
+            _printable(room.record.blender_version) or "-",
+            _printable(room.record.mixer_version) or "-",
+        )
+        for room in rooms
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    right = {1, 2}
+    lines = [
+        "  ".join(
+            cell.rjust(width) if column in right else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _room_json(room: RoomInfo) -> dict[str, Any]:
+    record = room.record
+    return {
+        "name": room.name,
+        "command_count": room.command_count,
+        "byte_size": room.byte_size,
+        "keep_open": record.keep_open,
+        "joinable": record.joinable,
+        "blender_version": record.blender_version,
+        "mixer_version": record.mixer_version,
+        "ignore_version_check": record.ignore_version_check,
+        "generic_protocol": record.generic_protocol,
+        "custom": record.custom,
+        "created_at": record.created_at,
+    }
+
+
+def _printable(text: str) -> str:
+    """The text as is, or quoted with escapes if it holds control characters."""
+    return text if text.isprintable() else ascii(text)
+
+
+def _show(name: str) -> str:
+    return repr(name) if name.isprintable() else ascii(name)
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _commands(count: int) -> str:
+    return f"{count} command" + ("" if count == 1 else "s")
+
+
+def _size(byte_size: int) -> str:
+    """A byte count for people: bytes under 1 KiB, else KiB, MiB or GiB."""
+    if byte_size < 1024:
+        return f"{byte_size} B"
+
+    value = byte_size / 1024
+    unit = "KiB"
+    for larger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+
+        value /= 1024
+        unit = larger
+
+    return f"{value:.1f} {unit}"
