@@ -14,6 +14,7 @@ instead, since the forwarder has no rooms.
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import time
@@ -29,6 +30,9 @@ Result = dict[str, Any]
 SETUP_TIMEOUT = 20.0
 WINDOW_BYTES = 8 * 1024 * 1024
 BATCH_BYTES = 256 * 1024
+# A history is uploaded in chunks of whole frames of at most this many bytes.
+UPLOAD_CHUNK_BYTES = 128 * 1024 * 1024
+RESUME_TIMEOUT = 600.0
 
 
 class SetupError(Exception):
@@ -380,23 +384,40 @@ class JoinConfig:
     count: int
     joins: int
     timeout: float
+    # With a ``stored`` counter (join_after_main), the upload keeps at most this
+    # many bytes sent and not yet counted as stored; 0 sends without pause.
+    upload_window: int = 0
 
 
 def join_main(cfg: JoinConfig, conn: Connection) -> None:
     send_result(conn, _run_join, cfg)
 
 
-def _upload(cfg: JoinConfig) -> tuple[Session, float]:
-    """Create the room and upload the history; the creator stays connected."""
+def _upload(cfg: JoinConfig, stored: Any = None) -> tuple[Session, float]:
+    """Create the room and upload the history; the creator stays connected.
+
+    With ``stored`` (a shared count of the commands the caller has seen stored)
+    and ``cfg.upload_window``, each chunk waits until sending it keeps at most
+    the window's bytes not yet stored.
+    """
     creator = Session(cfg.port)
     started = time.monotonic()
     creator.exchange(
         wire.join_room_frame(cfg.room),
         lambda: wire.CONTENT in creator.scanner.first_seen,
     )
-    history = wire.history_bytes(cfg.payload_size, cfg.count)
     creator.under_load()
-    creator.exchange(history, lambda: True, cfg.timeout)
+    frame_size = wire.HEADER.size + cfg.payload_size
+    paced = stored is not None and cfg.upload_window > 0
+    chunk_bytes = cfg.upload_window // 2 if paced else UPLOAD_CHUNK_BYTES
+    window = max(1, cfg.upload_window // frame_size)
+    sent = 0
+    for chunk in wire.history_chunks(cfg.payload_size, cfg.count, chunk_bytes):
+        frames = len(chunk) // frame_size
+        if paced:
+            _wait_stored(creator, stored, sent + frames - window, cfg.timeout)
+        creator.exchange(chunk, lambda: True, cfg.timeout)
+        sent += frames
     creator.scanner.keep_control = True
     creator.exchange(
         wire.frame(wire.CONTENT),
@@ -404,6 +425,17 @@ def _upload(cfg: JoinConfig) -> tuple[Session, float]:
         cfg.timeout,
     )
     return creator, time.monotonic() - started
+
+
+def _wait_stored(session: Session, stored: Any, target: int, timeout: float) -> None:
+    """Read the connection until ``stored.value`` reaches ``target``."""
+    deadline = time.monotonic() + timeout
+    while stored.value < target:
+        if time.monotonic() > deadline:
+            raise SetupError(f"store stuck at {stored.value}/{target} commands")
+        readable, _, _ = select.select([session.sock], [], [], 0.02)
+        if readable and not _read(session.scanner, session.sock):
+            raise SetupError("relay closed the connection")
 
 
 def _one_join(cfg: JoinConfig) -> Result:
@@ -438,10 +470,25 @@ def _one_join(cfg: JoinConfig) -> Result:
         joiner.sock.close()
 
 
-def _run_join(cfg: JoinConfig) -> Result:
-    creator, upload_seconds = (None, 0.0) if cfg.bare else _upload(cfg)
+def join_after_main(
+    cfg: JoinConfig, uploaded: Any, resume: Any, stored: Any, conn: Connection
+) -> None:
+    """Like join_main, but sets ``uploaded`` once the room is joinable and joins
+    only when ``resume`` is set (so the caller can wait, e.g. for the store);
+    ``stored`` (or None) paces the upload, see _upload."""
+    send_result(conn, _run_join, cfg, uploaded, resume, stored)
+
+
+def _run_join(
+    cfg: JoinConfig, uploaded: Any = None, resume: Any = None, stored: Any = None
+) -> Result:
+    creator, upload_seconds = (None, 0.0) if cfg.bare else _upload(cfg, stored)
     joins = []
     try:
+        if uploaded is not None:
+            uploaded.set()
+        if resume is not None and not resume.wait(RESUME_TIMEOUT):
+            return {"error": "never told to join"}
         for _ in range(cfg.joins):
             joins.append(_one_join(cfg))
             if "error" in joins[-1] or not joins[-1]["ok"]:
@@ -450,7 +497,12 @@ def _run_join(cfg: JoinConfig) -> Result:
     finally:
         if creator is not None:
             creator.sock.close()
-    return {"upload_seconds": upload_seconds, "joins": joins}
+    upload_errors = creator.scanner.errors if creator is not None else 0
+    return {
+        "upload_seconds": upload_seconds,
+        "upload_errors": upload_errors,
+        "joins": joins,
+    }
 
 
 # ---------------------------------------------------------------- rooms

@@ -21,7 +21,7 @@ import socket
 import struct
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 HEADER = struct.Struct("<QIH")
@@ -93,6 +93,22 @@ def history_bytes(payload_size: int, count: int) -> bytes:
     header = HEADER.pack(payload_size, 0, BENCH_COMMAND)
     parts = [header + STAMP.pack(0.0, seq) + padding for seq in range(count)]
     return b"".join(parts)
+
+
+def history_chunks(payload_size: int, count: int, max_bytes: int) -> Iterator[bytes]:
+    """The bytes of ``history_bytes(payload_size, count)``, in whole frames of at
+    most ``max_bytes`` per chunk (at least one frame), so that a large history is
+    never built in memory at once."""
+    frame_size = HEADER.size + payload_size
+    per_chunk = max(1, max_bytes // frame_size)
+    for first in range(0, count, per_chunk):
+        frames = min(per_chunk, count - first)
+        chunk = bytearray(frames * frame_size)
+        for index in range(frames):
+            at = index * frame_size
+            HEADER.pack_into(chunk, at, payload_size, 0, BENCH_COMMAND)
+            STAMP.pack_into(chunk, at + HEADER.size, 0.0, first + index)
+        yield bytes(chunk)
 
 
 def tune_socket(sock: socket.socket) -> None:

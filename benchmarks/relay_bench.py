@@ -61,7 +61,7 @@ import multiprocessing
 import sys
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
@@ -303,8 +303,12 @@ def fanout_case(
 
 
 def run_fanout(
-    cfg: clients.FanoutConfig, settings: Settings
+    cfg: clients.FanoutConfig,
+    settings: Settings,
+    on_sent: Callable[[Result], None] | None = None,
 ) -> tuple[Result, list[Result]] | str:
+    """Run one fan-out; ``on_sent`` gets the sender's result while the receivers
+    are still in the room (so the room, and its history, still exists)."""
     delivered = CTX.RawArray("q", cfg.receivers)
     ready, go, stop, queue = CTX.Event(), CTX.Event(), CTX.Event(), CTX.Queue()
     sender, sender_pipe = start(clients.sender_main, cfg, delivered, ready, go)
@@ -328,6 +332,8 @@ def run_fanout(
         probe_time = cfg.probe_count / cfg.probe_rate
         limit = cfg.duration + 2 * cfg.drain_timeout + probe_time + 10
         sent = wait_results([sender_pipe], limit)
+        if on_sent is not None and not isinstance(sent, str):
+            on_sent(sent[0])
         stop.set()
         received = wait_results(pipes, 15.0)
         if isinstance(sent, str) or isinstance(received, str):
@@ -604,12 +610,20 @@ def cells(row: Row) -> list[str]:
 
 def render(rows: list[Row], markdown: bool) -> str:
     table = [COLUMNS] + [cells(row) for row in rows]
+    return format_table(table, markdown, range(2, 9))
+
+
+def format_table(
+    table: list[list[str]], markdown: bool, numeric: Container[int]
+) -> str:
+    """Header line then rows, as Markdown or as aligned text (the columns whose
+    index is in ``numeric`` right-aligned)."""
+    columns = table[0]
     if markdown:
         lines = ["| " + " | ".join(line) + " |" for line in table]
-        lines.insert(1, "|" + "|".join(" --- " for _ in COLUMNS) + "|")
+        lines.insert(1, "|" + "|".join(" --- " for _ in columns) + "|")
         return "\n".join(lines)
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    numeric = range(2, 9)
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     out = []
     for line in table:
         parts = [

@@ -172,5 +172,6 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                 log.info(
                     "relay.stopping", extra={"signal": signal.Signals(signum).name}
                 )
+                server.broadcaster.stop()
                 tasks.cancel_scope.cancel()
                 break

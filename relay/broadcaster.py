@@ -57,9 +57,12 @@ class Broadcaster:
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
         self.store = store
+        self.is_stopping = False
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics: dict[str, Room] = {}
+        self._rooms_with_unwritten: dict[str, Room] = {}
+        self._unwritten_appeared = anyio.Event()
         self._statistics_changed = anyio.Event()
         self._handlers: dict[int, Callable[[Client, memoryview], None]] = {
             MessageType.JOIN_ROOM: self._join_room,
@@ -101,6 +104,16 @@ class Broadcaster:
 
         client.is_gone = True
         del self.clients[client.id]
+        if self.is_stopping:
+            # The rooms stay as they are in the store: restored after a restart,
+            # so that their artists can rejoin them.
+            self._forget_membership(client)
+            log.info(
+                "client.disconnected",
+                extra={"client_id": client.id, "reason": reason},
+            )
+            return
+
         if client.room is not None:
             self._leave(client, confirm=False)
 
@@ -110,6 +123,18 @@ class Broadcaster:
         self._send_to_all(
             encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
         )
+
+    @property
+    def is_store_behind(self) -> bool:
+        """Tell whether the store holds more unwritten commands than allowed; the
+        sessions of room members then stop reading until it catches up."""
+        store = self.store
+        return store is not None and store.pending_bytes > self._max_unwritten_bytes
+
+    def stop(self) -> None:
+        """Mark the relay as stopping: disconnections from now on leave rooms as
+        they are, for the next start to restore."""
+        self.is_stopping = True
 
     def handle(self, client: Client, frame: Frame) -> None:
         """Apply one message from a client; a bad request is answered with
@@ -147,6 +172,24 @@ class Broadcaster:
         """Send SEND_ERROR to one client."""
         client.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
 
+    async def wait_for_unwritten(self) -> None:
+        """Wait until some room holds commands its store has not written yet."""
+        await self._unwritten_appeared.wait()
+
+    def forget_written(self) -> bool:
+        """Drop from memory every command the store has written since the last
+        call; return whether some room still holds unwritten ones."""
+        for name, room in list(self._rooms_with_unwritten.items()):
+            room.history.forget_written()
+            if not room.history.has_unwritten or self.rooms.get(name) is not room:
+                del self._rooms_with_unwritten[name]
+
+        if self._rooms_with_unwritten:
+            return True
+
+        self._unwritten_appeared = anyio.Event()
+        return False
+
     async def wait_for_statistics(self) -> None:
         """Wait until some room's command_count or byte_size changed."""
         await self._statistics_changed.wait()
@@ -176,19 +219,14 @@ class Broadcaster:
             return
 
         store = self.store
-        if store is not None and store.pending_bytes > self._max_unwritten_bytes:
-            # Known limit: while the store cannot write, commands beyond this
-            # backlog are refused rather than relayed without being stored.
-            self._refuse(
-                client,
-                frame.kind,
-                "the relay cannot store room commands right now (its store is "
-                f"{store.pending_bytes} bytes behind: {store.last_error or 'slow'})",
-            )
-            return
-
         if is_stored(frame.kind):
             room.history.append(frame)
+            if store is not None and room.name not in self._rooms_with_unwritten:
+                if not self._rooms_with_unwritten:
+                    self._unwritten_appeared.set()
+
+                self._rooms_with_unwritten[room.name] = room
+
             if not self._rooms_with_new_statistics:
                 self._statistics_changed.set()
 
@@ -297,10 +335,7 @@ class Broadcaster:
     def _leave(self, client: Client, *, confirm: bool) -> None:
         room = client.room
         assert room is not None
-        del room.members[client]
-        room.joiners.discard(client)
-        client.outbox.cancel_replays()
-        client.room = None
+        self._forget_membership(client)
         if confirm:
             client.send(encode_frame(MessageType.LEAVE_ROOM))
 
@@ -310,6 +345,16 @@ class Broadcaster:
         abandoned = room.creator is client and not room.is_joinable
         if abandoned or (not room.members and not room.keep_open):
             self._remove_room(room)
+
+    def _forget_membership(self, client: Client) -> None:
+        room = client.room
+        if room is None:
+            return
+
+        del room.members[client]
+        room.joiners.discard(client)
+        client.outbox.cancel_replays()
+        client.room = None
 
     def _content(self, client: Client, payload: memoryview) -> None:
         room = client.room

@@ -110,6 +110,11 @@ class History:
         return self._last.seq if self._last is not None else 0
 
     @property
+    def has_unwritten(self) -> bool:
+        """Tell whether memory holds commands the store has not confirmed."""
+        return self._store is not None and bool(self._recent)
+
+    @property
     def memory_bytes(self) -> int:
         """Bytes of commands held in memory (those the store has not written)."""
         return sum(len(entry.wire) for entry in self._recent)
@@ -136,7 +141,7 @@ class History:
         self._byte_size += len(wire)
         if self._store is not None:
             self._store.append(seq, self._room_id, kind, wire)
-            self._forget_written()
+            self.forget_written()
 
     async def read(
         self, after_seq: int, until_seq: int, max_bytes: int
@@ -180,8 +185,12 @@ class History:
         if self._store is not None:
             self._store.remove(last.seq)
 
-    def _forget_written(self) -> None:
-        durable = self._store.durable_seq if self._store is not None else 0
+    def forget_written(self) -> None:
+        """Drop from memory the commands the store has written."""
+        if self._store is None:
+            return
+
+        durable = self._store.durable_seq
         recent = self._recent
         while recent and recent[0].seq <= durable:
             self._stored_until = recent.popleft().seq

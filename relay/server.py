@@ -67,6 +67,7 @@ class RelayServer:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._publish_statistics)
                 tasks.start_soon(self._expire_restored_rooms)
+                tasks.start_soon(self._forget_written)
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:
@@ -116,6 +117,20 @@ class RelayServer:
         while (deadline := self.broadcaster.next_grace_deadline()) is not None:
             await anyio.sleep(max(0.0, deadline - time.time()))
             self.broadcaster.expire_restored_rooms(time.time())
+
+    async def _forget_written(self) -> None:
+        # Histories shed what the store has written even when their room goes
+        # quiet, so an idle room holds no command in memory.
+        broadcaster = self.broadcaster
+        interval = self.settings.store_flush_interval
+        while True:
+            await broadcaster.wait_for_unwritten()
+            # Polled: the store's progress is made on another thread.
+            while True:
+                if not broadcaster.forget_written():
+                    break
+
+                await anyio.sleep(interval)
 
     async def _publish_statistics(self) -> None:
         interval = self.settings.room_update_interval

@@ -107,6 +107,9 @@ class Session:
         sock = self._sock
         decoder = FrameDecoder(self._settings.max_frame_bytes)
         while True:
+            if self.client.room is not None and self._broadcaster.is_store_behind:
+                await self._wait_for_store()
+
             buffer = decoder.receive_buffer()[:READ_CHUNK_BYTES]
             try:
                 count = sock.recv_into(buffer)
@@ -154,6 +157,21 @@ class Session:
                 self._broadcaster.handle(self.client, frame)
 
             await checkpoint()
+
+    async def _wait_for_store(self) -> None:
+        """Stop reading this room member until the store has written its backlog:
+        TCP holds the sender back, and no command is lost or refused."""
+        log.info(
+            "client.paused",
+            extra={"client_id": self.client.id, "reason": "the store is behind"},
+        )
+        # Polled: the store makes its progress on another thread.
+        while True:
+            await anyio.sleep(self._settings.store_flush_interval)
+            if not self._broadcaster.is_store_behind:
+                break
+
+        log.info("client.resumed", extra={"client_id": self.client.id})
 
     async def _write_loop(self, done: anyio.Event) -> None:
         outbox = self.client.outbox

@@ -6,7 +6,7 @@ thread, the store's reader the reading ones. Nothing here knows about threads.
 
 import json
 import mmap
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,16 +133,24 @@ def summarize_history(db: sqlite_utils.Database, room_id: int) -> HistorySummary
 
 def iter_commands(
     db: sqlite_utils.Database, room_id: int, after_seq: int, until_seq: int
-) -> Iterator[StoredCommand]:
+) -> Generator[StoredCommand, None, None]:
     """Yield a room's commands with ``after_seq < seq <= until_seq`` in order,
-    one row at a time (SQLite steps the cursor as it is consumed)."""
+    one row at a time (SQLite steps the cursor as it is consumed).
+
+    Close the iterator when done with it early: until its statement is reset,
+    the connection stays in its read transaction and later reads on it see the
+    database as it was then, without newer commands.
+    """
     cursor = db.execute(
         "SELECT seq, kind, wire FROM commands "
         "WHERE room_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
         [room_id, after_seq, until_seq],
     )
-    for seq, kind, wire in cursor:
-        yield StoredCommand(seq, kind, wire)
+    try:
+        for seq, kind, wire in cursor:
+            yield StoredCommand(seq, kind, wire)
+    finally:
+        cursor.close()
 
 
 def next_ids(db: sqlite_utils.Database) -> tuple[int, int]:

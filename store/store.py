@@ -1,6 +1,7 @@
 """The store as the relay uses it: one database file in a data directory, written
 through the journal, read through a connection of its own."""
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -170,11 +171,12 @@ class Store:
         batch: list[StoredCommand] = []
         batch_bytes = 0
         commands = iter_commands(self._reader, room_id, after_seq, until_seq)
-        for command in commands:
-            batch.append(command)
-            batch_bytes += len(command.wire)
-            if batch_bytes >= max_bytes:
-                break
+        with contextlib.closing(commands):
+            for command in commands:
+                batch.append(command)
+                batch_bytes += len(command.wire)
+                if batch_bytes >= max_bytes:
+                    break
 
         return batch
 

@@ -1,0 +1,218 @@
+"""Database files the relay must refuse, untouched, and a data directory in use."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from store.schema import APPLICATION_ID, SCHEMA_VERSION
+from store.store import DATABASE_NAME, LOCK_NAME
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TIMEOUT = 15.0
+EXIT_STORE = 4
+RELAY_COMMAND = [
+    sys.executable,
+    "-m",
+    "mixer_console",
+    "--no-ui",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+]
+
+
+def run_relay(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the headless relay on ``data_dir`` until it exits (bounded)."""
+    return subprocess.run(
+        RELAY_COMMAND,
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(data_dir), "MIXER_LOG_FORMAT": "json"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def start_relay(data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start a relay that keeps running, its event log going to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            RELAY_COMMAND,
+            cwd=ROOT,
+            env={**os.environ, "MIXER_DATA_DIR": str(data_dir)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def first_event(process: subprocess.Popen[bytes], log: Path) -> dict[str, object]:
+    """Wait (bounded) for the relay's first event line and return it."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        lines = log.read_bytes().split(b"\n")
+        if len(lines) > 1:
+            event = json.loads(lines[0])
+            assert isinstance(event, dict)
+            return event
+
+        assert process.poll() is None, "the relay ended without logging"
+        time.sleep(0.02)
+
+    raise TimeoutError("the relay logged nothing")
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[Callable[[Path], tuple[int, dict[str, object]]]]:
+    """Starts relays that keep running; gives each one's pid and first event.
+    Every one still running at the end is stopped, by its pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(data_dir: Path) -> tuple[int, dict[str, object]]:
+        log = tmp_path / f"relay-{len(started)}.out"
+        process = start_relay(data_dir, log)
+        started.append(process)
+        return process.pid, first_event(process, log)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+
+        process.wait(timeout=TIMEOUT)
+
+
+def write_random(path: Path) -> None:
+    path.write_bytes(os.urandom(64 * 1024))
+
+
+def write_text(path: Path) -> None:
+    path.write_text("rooms:\n  - name: not a database\n" * 200)
+
+
+def write_fake_header(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+
+
+def write_foreign(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO invoices (total) VALUES (12.5)")
+        db.commit()
+
+
+def write_foreign_with_rooms_table(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE rooms (name TEXT)")
+        db.commit()
+
+
+def write_other_application_id(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA application_id = 1234")
+        db.commit()
+
+
+def write_newer(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("PRAGMA user_version = 99")
+        db.commit()
+
+
+@pytest.mark.parametrize(
+    ("write", "words"),
+    [
+        (write_random, "not a readable SQLite database"),
+        (write_text, "not a readable SQLite database"),
+        (write_fake_header, "not a readable SQLite database"),
+        (write_foreign, "another program"),
+        (write_foreign_with_rooms_table, "another program"),
+        (write_other_application_id, "another program"),
+        (write_newer, "schema version 99"),
+    ],
+)
+def test_schema_refuses_unusable_file_untouched(
+    tmp_path: Path, write: Callable[[Path], None], words: str
+) -> None:
+    """A file at data_dir/rooms.sqlite that is not ours, or is from a newer
+    version, stops the relay with status 4 and a message naming the file; the
+    file is byte-for-byte unchanged and no journal file is left beside it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = data_dir / DATABASE_NAME
+    write(path)
+    original = path.read_bytes()
+
+    result = run_relay(data_dir)
+
+    assert result.returncode == EXIT_STORE
+    assert str(path) in result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "relay.started" not in result.stdout
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in data_dir.iterdir()) == [LOCK_NAME, DATABASE_NAME]
+
+
+def test_schema_newer_message_says_what_to_do(tmp_path: Path) -> None:
+    """The refusal of a newer file names both versions and says to upgrade."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_newer(data_dir / DATABASE_NAME)
+
+    result = run_relay(data_dir)
+
+    assert f"reads up to {SCHEMA_VERSION}" in result.stderr
+    assert "upgrade" in result.stderr
+
+
+def test_schema_fresh_directory_gets_our_identity(
+    tmp_path: Path, relays: Callable[[Path], tuple[int, dict[str, object]]]
+) -> None:
+    """A relay on a new data directory creates a database that carries our
+    application id and the current schema version."""
+    data_dir = tmp_path / "fresh" / "nested"
+    _, first = relays(data_dir)
+    with closing(sqlite3.connect(data_dir / DATABASE_NAME)) as db:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+
+    assert first["event"] == "relay.started"
+    assert application_id == APPLICATION_ID
+    assert version == SCHEMA_VERSION
+
+
+def test_schema_second_relay_on_same_directory_is_refused(
+    tmp_path: Path, relays: Callable[[Path], tuple[int, dict[str, object]]]
+) -> None:
+    """A second relay on a data directory in use exits with status 4, saying the
+    directory is in use and by which process; the first relay keeps it."""
+    data_dir = tmp_path / "data"
+    first_pid, _ = relays(data_dir)
+    database_before = (data_dir / DATABASE_NAME).read_bytes()
+    lock_before = (data_dir / LOCK_NAME).read_bytes()
+
+    result = run_relay(data_dir)
+
+    assert result.returncode == EXIT_STORE
+    assert str(data_dir) in result.stderr
+    assert "in use" in result.stderr
+    assert f"pid {first_pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (data_dir / LOCK_NAME).read_bytes() == lock_before
+    assert f"pid {first_pid}" in lock_before.decode()
+    assert (data_dir / DATABASE_NAME).read_bytes() == database_before
