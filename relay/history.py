@@ -140,8 +140,9 @@ class History:
         self._count += 1
         self._byte_size += len(wire)
         if self._store is not None:
+            # Written commands leave memory through forget_written(), which the
+            # server calls as the store makes progress, not once per command.
             self._store.append(seq, self._room_id, kind, wire)
-            self.forget_written()
 
     async def read(
         self, after_seq: int, until_seq: int, max_bytes: int

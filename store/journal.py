@@ -71,12 +71,20 @@ class Journal:
         self._condition = threading.Condition()
         self._is_stopping = False
         self._flush_requested = False
-        self._applied = 0
+        # Counters with a single writer each: the relay's thread counts what it
+        # queues, the journal's thread what it wrote; neither needs the lock.
         self._queued = 0
+        self._queued_bytes = 0
+        self._applied = 0
+        self._written_bytes = 0
+        self._is_idle = False
         self._size_limit: int | None = None
-        self._thread = threading.Thread(target=self._run, name="store-journal")
+        # A daemon: a relay that dies without closing its store still exits (and
+        # loses at most the unwritten changes, as a crash would).
+        self._thread = threading.Thread(
+            target=self._run, name="store-journal", daemon=True
+        )
         self.durable_seq = 0
-        self.pending_bytes = 0
         self.is_degraded = False
         self.last_error = ""
 
@@ -85,16 +93,22 @@ class Journal:
         self._thread.start()
 
     def submit(self, change: Change) -> None:
-        """Queue one change (never blocks on the disk)."""
-        with self._condition:
-            self._changes.append(change)
-            self._queued += 1
-            if type(change) is tuple:
-                self.pending_bytes += change[3]
+        """Queue one change (never blocks on the disk; takes no lock unless the
+        writing thread is asleep or a batch is full)."""
+        self._changes.append(change)
+        self._queued += 1
+        if type(change) is tuple:
+            self._queued_bytes += change[3]
 
-            # The first change starts the flush interval; a full batch ends it.
-            if len(self._changes) in (1, self._batch_size):
+        # The first change starts the flush interval; a full batch ends it.
+        if self._is_idle or len(self._changes) == self._batch_size:
+            with self._condition:
                 self._condition.notify()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of appended commands queued and not yet written."""
+        return self._queued_bytes - self._written_bytes
 
     def limit_size(self, max_bytes: int) -> None:
         """Cap the database file (SQLite's max_page_count, a setting of the writing
@@ -174,7 +188,13 @@ class Journal:
                     self._condition.wait(self._flush_interval)
                     break
 
-                self._condition.wait()
+                # Announce the sleep, then look again: a change queued in between
+                # is either seen now or wakes the thread (submit() sees the flag).
+                self._is_idle = True
+                if not self._changes:
+                    self._condition.wait()
+
+                self._is_idle = False
 
             self._flush_requested = False
             count = min(len(self._changes), self._batch_size)
@@ -259,7 +279,7 @@ class Journal:
 
         with self._condition:
             self._applied += len(batch)
-            self.pending_bytes -= written_bytes
+            self._written_bytes += written_bytes
             if last_seq:
                 self.durable_seq = last_seq
 

@@ -60,6 +60,7 @@ class Store:
         self.data_dir = data_dir
         self._lock = lock
         self.journal = journal
+        self._submit = journal.submit  # bound once: append() runs per command
         self._reader = reader
         self._read_limiter = anyio.CapacityLimiter(1)
         self._next_room_id = 1
@@ -141,7 +142,7 @@ class Store:
 
     def append(self, seq: int, room_id: int, kind: int, wire: Blob) -> None:
         """Queue a command to be appended to a room's history."""
-        self.journal.submit((seq, room_id, kind, len(wire), wire))
+        self._submit((seq, room_id, kind, len(wire), wire))
 
     def remove(self, seq: int) -> None:
         """Queue the removal of a stored command (the merge rule replaced it)."""
