@@ -207,6 +207,10 @@ class Journal:
             try:
                 self._apply_size_limit()
                 self._apply(batch)
+            except sqlite3.IntegrityError:
+                # Retrying cannot help a change the schema refuses: write the
+                # others one by one and leave that one out, loudly.
+                self._apply_each(batch)
             except sqlite3.Error as exc:
                 self._report_failure(exc)
                 with self._condition:
@@ -220,6 +224,16 @@ class Journal:
 
             self._report_success(batch)
             return True
+
+    def _apply_each(self, batch: list[Change]) -> None:
+        for change in batch:
+            try:
+                self._apply([change])
+            except sqlite3.IntegrityError as exc:
+                log.error(
+                    "store.change_dropped",
+                    extra={"change": type(change).__name__, "error": str(exc)},
+                )
 
     def _apply_size_limit(self) -> None:
         with self._condition:

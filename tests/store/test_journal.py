@@ -1,0 +1,66 @@
+"""The journal on a real SQLite file: batching, waking, refused changes."""
+
+import contextlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from store.repository import RoomRecord
+from store.store import Store, StoreOptions
+
+
+def record(room_id: int, name: str) -> RoomRecord:
+    return RoomRecord(room_id, name, "3.4.1", "1.0.0", False, True, True, True, {}, 0.0)
+
+
+def stored_seqs(store: Store) -> list[int]:
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        rows = db.execute("SELECT seq FROM commands ORDER BY seq").fetchall()
+
+    return [row[0] for row in rows]
+
+
+def test_journal_writes_a_lone_change_within_the_flush_interval(
+    tmp_path: Path,
+) -> None:
+    """A single queued command is written without waiting for a full batch.
+
+    Regression: the writer slept until a full batch arrived, so a quiet room's
+    commands stayed unwritten until the relay stopped.
+    """
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01, batch_size=1000))
+    store.save_room(record(1, "quiet"))
+    store.append(store.allocate_seq(), 1, 140, b"x" * 20)
+    deadline = time.monotonic() + 5
+    while store.durable_seq < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    durable = store.durable_seq
+    store.close(timeout=5)
+
+    assert durable == 1
+
+
+def test_journal_drops_only_a_change_the_schema_refuses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command for a room that does not exist is left out with an ERROR; the
+    rest of its batch is written, and the journal does not retry it for ever."""
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    store.save_room(record(1, "real"))
+    store.append(1, 1, 140, b"first")
+    store.append(2, 99, 140, b"orphan")
+    store.append(3, 1, 140, b"second")
+
+    is_flushed = store.journal.flush(timeout=5)
+    seqs = stored_seqs(store)
+    store.close(timeout=5)
+
+    assert is_flushed
+    assert seqs == [1, 3]
+    dropped = [r for r in caplog.records if r.getMessage() == "store.change_dropped"]
+    assert len(dropped) == 1
+    assert dropped[0].levelno == logging.ERROR
