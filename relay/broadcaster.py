@@ -573,6 +573,8 @@ class Broadcaster:
             _json_frame(MessageType.CLIENT_UPDATE, {client.id: {"room": room}})
         )
 
+    # Known limit: a huge attribute or client error is parsed on the event loop and
+    # queued for every client, which can stall the relay and drop slow bystanders.
     def _send_to_all(self, wire: bytes) -> None:
         for client in self.clients.values():
             client.send(wire)

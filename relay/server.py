@@ -163,6 +163,8 @@ def open_listener(host: str, port: int) -> socket.socket:
     Raises:
         OSError: the address cannot be bound (in use, not local, ...).
     """
+    # Known limit: a host name that resolves to several addresses is bound on the
+    # first one only.
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]

@@ -107,6 +107,8 @@ class Session:
         sock = self._sock
         decoder = FrameDecoder(self._settings.max_frame_bytes)
         while True:
+            # Known limit: every room member stops being read, not only senders,
+            # so members' other requests wait for the store too.
             if self.client.room is not None and self._broadcaster.is_store_behind:
                 await self._wait_for_store()
 

@@ -154,6 +154,8 @@ def iter_commands(
     the connection stays in its read transaction and later reads on it see the
     database as it was then, without newer commands.
     """
+    # Known limit: each command is read whole, so one command of hundreds of MB
+    # is held in memory at once while it is sent.
     cursor = db.execute(
         "SELECT seq, kind, wire FROM commands "
         "WHERE room_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
