@@ -542,23 +542,8 @@ class Broadcaster:
         )
 
     def _save(self, room: Room) -> None:
-        if self.store is None:
-            return
-
-        self.store.save_room(
-            RoomRecord(
-                id=room.store_id,
-                name=room.name,
-                blender_version=room.blender_version,
-                mixer_version=room.mixer_version,
-                ignore_version_check=room.ignore_version_check,
-                generic_protocol=room.generic_protocol,
-                keep_open=room.keep_open,
-                joinable=room.is_joinable,
-                custom=dict(room.custom),
-                created_at=room.created_at,
-            )
-        )
+        if self.store is not None:
+            self.store.save_room(room.record())
 
     def _existing_room(self, name: str) -> Room:
         room = self.rooms.get(name)

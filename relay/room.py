@@ -4,23 +4,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.history import History
+from store.repository import ROOM_ATTRIBUTE_ORDER, RoomRecord, room_attributes
 
 if TYPE_CHECKING:
     from relay.client import Client
 
 # Attributes the relay owns; clients may not set them as custom attributes.
-RESERVED_ROOM_ATTRIBUTES = frozenset(
-    {
-        "keep_open",
-        "blender_version",
-        "mixer_version",
-        "ignore_version_check",
-        "generic_protocol",
-        "command_count",
-        "byte_size",
-        "joinable",
-    }
-)
+RESERVED_ROOM_ATTRIBUTES = frozenset(ROOM_ATTRIBUTE_ORDER)
 
 
 @dataclass(eq=False)
@@ -45,19 +35,23 @@ class Room:
     joiners: set["Client"] = field(default_factory=set)
 
     def attributes(self) -> dict[str, Any]:
-        """All attributes, as LIST_ROOMS and the first ROOM_UPDATE report them
-        (custom ones first, in the original's order, which room files keep)."""
-        return {
-            **self.custom,
-            "keep_open": self.keep_open,
-            "blender_version": self.blender_version,
-            "mixer_version": self.mixer_version,
-            "ignore_version_check": self.ignore_version_check,
-            "generic_protocol": self.generic_protocol,
-            "command_count": len(self.history),
-            "byte_size": self.history.byte_size,
-            "joinable": self.is_joinable,
-        }
+        """All attributes, as LIST_ROOMS and the first ROOM_UPDATE report them."""
+        return room_attributes(self.record(), len(self.history), self.history.byte_size)
+
+    def record(self) -> RoomRecord:
+        """The room's row in the store (everything but its history)."""
+        return RoomRecord(
+            id=self.store_id,
+            name=self.name,
+            blender_version=self.blender_version,
+            mixer_version=self.mixer_version,
+            ignore_version_check=self.ignore_version_check,
+            generic_protocol=self.generic_protocol,
+            keep_open=self.keep_open,
+            joinable=self.is_joinable,
+            custom=dict(self.custom),
+            created_at=self.created_at,
+        )
 
     def statistics(self) -> dict[str, int]:
         """The attributes that change with every stored command."""

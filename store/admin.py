@@ -24,6 +24,7 @@ import sqlite_utils
 
 from store.errors import Conflict, NotFound, StoreError
 from store.repository import (
+    ROOM_ATTRIBUTE_ORDER,
     Blob,
     RoomRecord,
     delete_room,
@@ -32,6 +33,7 @@ from store.repository import (
     iter_commands,
     load_rooms,
     next_ids,
+    room_attributes,
     save_room,
 )
 from store.roomfile import (
@@ -43,19 +45,6 @@ from store.roomfile import (
 )
 from store.schema import open_database
 from store.store import DATABASE_NAME, lock_directory
-
-ROOM_ATTRIBUTE_ORDER = (
-    "keep_open",
-    "blender_version",
-    "mixer_version",
-    "ignore_version_check",
-    "generic_protocol",
-    "command_count",
-    "byte_size",
-    "joinable",
-)
-"""The attributes the relay owns, in the order it reports them after the custom
-ones; any other attribute of a room file is a custom attribute."""
 
 # Commands are inserted in batches of about this many bytes, so that a huge
 # room file never sits in memory whole.
@@ -77,18 +66,7 @@ class RoomInfo:
     def attributes(self) -> dict[str, Any]:
         """The room's attributes as LIST_ROOMS reports them and room files hold
         them: custom ones first, then :data:`ROOM_ATTRIBUTE_ORDER`."""
-        record = self.record
-        return {
-            **record.custom,
-            "keep_open": record.keep_open,
-            "blender_version": record.blender_version,
-            "mixer_version": record.mixer_version,
-            "ignore_version_check": record.ignore_version_check,
-            "generic_protocol": record.generic_protocol,
-            "command_count": self.command_count,
-            "byte_size": self.byte_size,
-            "joinable": record.joinable,
-        }
+        return room_attributes(self.record, self.command_count, self.byte_size)
 
 
 class AdminStore:

@@ -37,6 +37,38 @@ class RoomRecord:
     created_at: float
 
 
+ROOM_ATTRIBUTE_ORDER = (
+    "keep_open",
+    "blender_version",
+    "mixer_version",
+    "ignore_version_check",
+    "generic_protocol",
+    "command_count",
+    "byte_size",
+    "joinable",
+)
+"""The attributes the relay owns, in the order it reports them after the custom
+ones; clients cannot set them, and any other attribute is a custom one."""
+
+
+def room_attributes(
+    room: RoomRecord, command_count: int, byte_size: int
+) -> dict[str, Any]:
+    """A room's attributes as LIST_ROOMS reports them and room files hold them:
+    custom ones first (in the original's order), then ROOM_ATTRIBUTE_ORDER."""
+    return {
+        **room.custom,
+        "keep_open": room.keep_open,
+        "blender_version": room.blender_version,
+        "mixer_version": room.mixer_version,
+        "ignore_version_check": room.ignore_version_check,
+        "generic_protocol": room.generic_protocol,
+        "command_count": command_count,
+        "byte_size": byte_size,
+        "joinable": room.joinable,
+    }
+
+
 @dataclass(frozen=True)
 class HistorySummary:
     """What the relay needs to know about a stored history without reading it."""

@@ -4,13 +4,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-import anyio
 import pytest
 
-from relay.broadcaster import Broadcaster
 from relay.config import Settings
-from relay.server import RelayServer, open_store
+from relay.server import RelayServer
 from tests.mixer_client import MixerClient
+from tests.relays import running_relay
 
 
 @pytest.fixture
@@ -27,17 +26,8 @@ def relay_settings() -> Settings:
 async def relay(relay_settings: Settings, tmp_path: Path) -> AsyncIterator[RelayServer]:
     """A relay on 127.0.0.1 with its store in a fresh SQLite file."""
     settings = replace(relay_settings, data_dir=tmp_path / "relay-data")
-    store = open_store(settings)
-    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
-    broadcaster.restore(settings.room_grace)
-    server = RelayServer(settings, broadcaster)
-    try:
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(server.serve)
-            yield server
-            tasks.cancel_scope.cancel()
-    finally:
-        assert store.close(timeout=5), "the store could not write everything"
+    async with running_relay(settings) as server:
+        yield server
 
 
 @pytest.fixture

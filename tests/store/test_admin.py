@@ -17,15 +17,14 @@ import pytest
 
 from mixer_console import admin_cli
 from mixer_console.cli import main
-from relay.broadcaster import Broadcaster
 from relay.config import Settings
-from relay.server import RelayServer, open_store
 from store import admin as admin_module
 from store.admin import AdminStore
 from store.errors import Conflict, NotFound, StoreError
 from store.roomfile import RoomFileError, encode_room_attributes, write_room_file
 from store.store import DATABASE_NAME, Store, StoreOptions
 from tests.mixer_client import MixerClient
+from tests.relays import running_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -126,28 +125,19 @@ async def test_room_import_replays_to_joiner_on_real_relay(
     settings = Settings(
         host="127.0.0.1", port=0, room_update_interval=0.01, data_dir=data_dir
     )
-    store = open_store(settings)
-    try:
-        broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
-        broadcaster.restore(settings.room_grace)
-        server = RelayServer(settings, broadcaster)
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tasks:
-                port = await tasks.start(server.serve)
-                client = await MixerClient.connect(port)
-                try:
-                    listed = await client.list_rooms()
-                    history = await client.join_room(
-                        capture,
-                        attributes["blender_version"],
-                        attributes["mixer_version"],
-                    )
-                finally:
-                    await client.aclose()
-
-                tasks.cancel_scope.cancel()
-    finally:
-        assert store.close(timeout=5)
+    with anyio.fail_after(WAIT):
+        async with running_relay(settings) as server:
+            assert server.port is not None
+            client = await MixerClient.connect(server.port)
+            try:
+                listed = await client.list_rooms()
+                history = await client.join_room(
+                    capture,
+                    attributes["blender_version"],
+                    attributes["mixer_version"],
+                )
+            finally:
+                await client.aclose()
 
     assert list(listed) == [capture]
     assert list(listed[capture].items()) == list(attributes.items())

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -28,13 +28,13 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.messages import MessageType
 from relay.protocol import encode_bool, encode_frame, encode_json, encode_string
-from relay.server import RelayServer, open_store
+from relay.server import RelayServer
 from store.store import DATABASE_NAME, Store
 from tests.mixer_client import NOISE, MixerClient, join_payload, room_command
+from tests.relays import running_relay
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MIB = 1024 * 1024
@@ -159,22 +159,6 @@ def relay_process(tmp_path: Path) -> Iterator[StartRelay]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-@asynccontextmanager
-async def in_process_relay(settings: Settings) -> AsyncIterator[RelayServer]:
-    """An in-process relay on its own store; the store must flush when it stops."""
-    store = open_store(settings)
-    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
-    broadcaster.restore(settings.room_grace)
-    server = RelayServer(settings, broadcaster)
-    try:
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(server.serve)
-            yield server
-            tasks.cancel_scope.cancel()
-    finally:
-        assert store.close(timeout=10), "the store could not write everything"
 
 
 def port_of(relay: RelayServer) -> int:
@@ -651,7 +635,7 @@ async def test_full_disk_relays_live_and_writes_after_recovery(
     once there is room again the store recovers and the history is complete."""
     caplog.set_level(logging.INFO)
     commands = [room_command(140, i.to_bytes(4, "little") * 256) for i in range(3000)]
-    async with in_process_relay(store_settings) as relay:
+    async with running_relay(store_settings) as relay:
         store = store_of(relay)
         creator = await connected(port_of(relay))
         member = await connected(port_of(relay))
@@ -681,7 +665,7 @@ async def test_full_disk_relays_live_and_writes_after_recovery(
         for client in (creator, member, joiner):
             await client.aclose()
 
-    async with in_process_relay(store_settings) as relay:
+    async with running_relay(store_settings) as relay:
         rejoiner = await connected(port_of(relay))
         history_after_restart = [
             frame.wire for frame in await rejoiner.join_room("full")
@@ -707,7 +691,7 @@ async def test_full_disk_holds_the_sender_back_past_unwritten_limit(
     caplog.set_level(logging.INFO)
     settings = replace(store_settings, store_max_unwritten_bytes=64 * 1024)
     commands = [room_command(140, i.to_bytes(4, "little") * 256) for i in range(200)]
-    async with in_process_relay(settings) as relay:
+    async with running_relay(settings) as relay:
         store = store_of(relay)
         creator = await connected(port_of(relay))
         member = await connected(port_of(relay))
@@ -727,7 +711,7 @@ async def test_full_disk_holds_the_sender_back_past_unwritten_limit(
         for client in (creator, member):
             await client.aclose()
 
-    async with in_process_relay(settings) as relay:
+    async with running_relay(settings) as relay:
         joiner = await connected(port_of(relay))
         history = [frame.wire for frame in await joiner.join_room("capped")]
         await joiner.aclose()
@@ -750,7 +734,7 @@ async def test_memory_big_history_is_not_held(store_settings: Settings) -> None:
     """Once 300 MiB of history is written, the relay's history holds almost none
     of it in memory, and a joiner still receives all of it."""
     count = 300
-    async with in_process_relay(store_settings) as relay:
+    async with running_relay(store_settings) as relay:
         store = store_of(relay)
         creator = await connected(port_of(relay))
         await creator.create_room("big")
