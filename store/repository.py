@@ -17,8 +17,10 @@ Blob = bytes | bytearray | memoryview | mmap.mmap
 
 
 # Rows per INSERT statement: 5 parameters each, well under SQLite's limit of
-# 32766 parameters per statement.
+# 32766 parameters per statement. SQLite copies every bound blob, so a group is
+# also cut once it holds this many bytes.
 INSERT_GROUP = 1000
+INSERT_GROUP_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,13 +129,28 @@ def insert_commands(
     the GIL for every statement step, and a step per row made the relay's event
     loop wait for the GIL each time the writer took it back.
     """
-    for start in range(0, len(rows), INSERT_GROUP):
-        group = rows[start : start + INSERT_GROUP]
-        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(group))
-        db.conn.execute(
-            f"INSERT INTO commands (seq, room_id, kind, size, wire) VALUES {values}",
-            [value for row in group for value in row],
-        )
+    group: list[tuple[int, int, int, int, Blob]] = []
+    group_bytes = 0
+    for row in rows:
+        group.append(row)
+        group_bytes += row[3]
+        if len(group) == INSERT_GROUP or group_bytes >= INSERT_GROUP_BYTES:
+            _insert_group(db, group)
+            group = []
+            group_bytes = 0
+
+    if group:
+        _insert_group(db, group)
+
+
+def _insert_group(
+    db: sqlite_utils.Database, group: list[tuple[int, int, int, int, Blob]]
+) -> None:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(group))
+    db.conn.execute(
+        f"INSERT INTO commands (seq, room_id, kind, size, wire) VALUES {values}",
+        [value for row in group for value in row],
+    )
 
 
 def delete_commands(db: sqlite_utils.Database, seqs: list[int]) -> None:

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from store.repository import RoomRecord
+from store.repository import (
+    INSERT_GROUP_BYTES,
+    RoomRecord,
+    insert_commands,
+    save_room,
+)
+from store.schema import open_database
 from store.store import Store, StoreOptions
+
+MIB = 1024 * 1024
 
 
 def record(room_id: int, name: str) -> RoomRecord:
@@ -64,3 +72,24 @@ def test_journal_drops_only_a_change_the_schema_refuses(
     dropped = [r for r in caplog.records if r.getMessage() == "store.change_dropped"]
     assert len(dropped) == 1
     assert dropped[0].levelno == logging.ERROR
+
+
+def test_insert_commands_cuts_groups_by_bytes(tmp_path: Path) -> None:
+    """Big commands are inserted a few at a time, not a thousand per statement.
+
+    Regression: groups were cut by row count only, so SQLite held copies of up to
+    1,000 commands of 1 MiB at once and the relay's memory passed 1 GB.
+    """
+    db = open_database(tmp_path / "rooms.sqlite", cache_bytes=1 << 20)
+    save_room(db, record(1, "big"))
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    rows = [(seq, 1, 140, 2 * MIB, bytes(2 * MIB)) for seq in range(1, 11)]
+
+    insert_commands(db, rows)
+    inserts = [s for s in statements if s.startswith("INSERT INTO commands")]
+    count = db.execute("SELECT count(*) FROM commands").fetchone()[0]
+    db.conn.close()
+
+    assert count == 10
+    assert len(inserts) >= 10 * 2 * MIB // INSERT_GROUP_BYTES
