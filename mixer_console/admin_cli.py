@@ -47,8 +47,6 @@ EXIT_ROOM_FILE = 5
 EXIT_ROOM = 6
 EXIT_INTERRUPTED = 130
 
-COMMANDS = ("rooms", "room")
-
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Add the admin subcommands to the ``mixer-console`` parser; with none given,

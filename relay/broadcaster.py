@@ -210,8 +210,6 @@ class Broadcaster:
 
     def _room_command(self, client: Client, frame: Frame) -> None:
         room = client.room
-        client.commands_in += 1
-        client.bytes_in += len(frame.wire)
         if room is None:
             self._refuse(
                 client, frame.kind, "room commands need a room; join one first"

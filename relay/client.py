@@ -32,8 +32,6 @@ class Client:
         self.outbox = outbox
         self.custom: dict[str, Any] = {}
         self.room: Room | None = None
-        self.commands_in = 0
-        self.bytes_in = 0
         self.refusals = 0
         self.errors_sent = 0
         self.is_gone = False
