@@ -67,7 +67,8 @@ class Settings:
 
     store_max_unwritten_bytes: int = 256 * MIB
     """``MIXER_STORE_MAX_UNWRITTEN_BYTES``: room commands the store may hold in
-    memory while it cannot write; past it, room commands are refused."""
+    memory before writing them; past it, room members are not read until the
+    store catches up (TCP holds the senders back)."""
 
     room_grace: float = 600.0
     """``MIXER_ROOM_GRACE``: seconds a room that was live when the relay stopped
