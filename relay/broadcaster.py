@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
 from relay.errors import MalformedPayload, RequestRefused
 from relay.history import History, HistoryReplay, LastCommand
+from relay.marks import RoomMarks
 from relay.messages import (
     LAST_CONTROL_TYPE,
     MessageType,
@@ -60,10 +59,8 @@ class Broadcaster:
         self.is_stopping = False
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
-        self._rooms_with_new_statistics: dict[str, Room] = {}
-        self._rooms_with_unwritten: dict[str, Room] = {}
-        self._unwritten_appeared = anyio.Event()
-        self._statistics_changed = anyio.Event()
+        self._rooms_with_new_statistics = RoomMarks()
+        self._rooms_with_unwritten = RoomMarks()
         self._handlers: dict[int, Callable[[Client, memoryview], None]] = {
             MessageType.JOIN_ROOM: self._join_room,
             MessageType.LEAVE_ROOM: self._leave_room,
@@ -108,21 +105,16 @@ class Broadcaster:
             # The rooms stay as they are in the store: restored after a restart,
             # so that their artists can rejoin them.
             self._forget_membership(client)
-            log.info(
-                "client.disconnected",
-                extra={"client_id": client.id, "reason": reason},
-            )
-            return
-
-        if client.room is not None:
+        elif client.room is not None:
             self._leave(client, confirm=False)
 
         log.info(
             "client.disconnected", extra={"client_id": client.id, "reason": reason}
         )
-        self._send_to_all(
-            encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
-        )
+        if not self.is_stopping:
+            self._send_to_all(
+                encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
+            )
 
     @property
     def is_store_behind(self) -> bool:
@@ -174,36 +166,29 @@ class Broadcaster:
 
     async def wait_for_unwritten(self) -> None:
         """Wait until some room holds commands its store has not written yet."""
-        await self._unwritten_appeared.wait()
+        await self._rooms_with_unwritten.wait()
 
     def forget_written(self) -> bool:
         """Drop from memory every command the store has written since the last
         call; return whether some room still holds unwritten ones."""
-        for name, room in list(self._rooms_with_unwritten.items()):
+        for room in self._rooms_with_unwritten.take():
             room.history.forget_written()
-            if not room.history.has_unwritten or self.rooms.get(name) is not room:
-                del self._rooms_with_unwritten[name]
+            if room.history.has_unwritten and self.rooms.get(room.name) is room:
+                self._rooms_with_unwritten.mark(room)
 
-        if self._rooms_with_unwritten:
-            return True
-
-        self._unwritten_appeared = anyio.Event()
-        return False
+        return bool(self._rooms_with_unwritten)
 
     async def wait_for_statistics(self) -> None:
         """Wait until some room's command_count or byte_size changed."""
-        await self._statistics_changed.wait()
+        await self._rooms_with_new_statistics.wait()
 
     def publish_statistics(self) -> None:
         """Send one ROOM_UPDATE with the latest command_count and byte_size of each
         room that changed since the last call."""
-        changed = self._rooms_with_new_statistics
-        self._rooms_with_new_statistics = {}
-        self._statistics_changed = anyio.Event()
         update = {
-            name: room.statistics()
-            for name, room in changed.items()
-            if self.rooms.get(name) is room
+            room.name: room.statistics()
+            for room in self._rooms_with_new_statistics.take()
+            if self.rooms.get(room.name) is room
         }
         if update:
             self._send_to_all(_json_frame(MessageType.ROOM_UPDATE, update))
@@ -216,19 +201,11 @@ class Broadcaster:
             )
             return
 
-        store = self.store
         if is_stored(frame.kind):
             room.history.append(frame)
-            if store is not None and room.name not in self._rooms_with_unwritten:
-                if not self._rooms_with_unwritten:
-                    self._unwritten_appeared.set()
-
-                self._rooms_with_unwritten[room.name] = room
-
-            if not self._rooms_with_new_statistics:
-                self._statistics_changed.set()
-
-            self._rooms_with_new_statistics[room.name] = room
+            self._rooms_with_new_statistics.mark(room)
+            if self.store is not None:
+                self._rooms_with_unwritten.mark(room)
 
         wire = frame.wire
         for member in room.members:
@@ -389,7 +366,7 @@ class Broadcaster:
         if self.store is not None:
             self.store.delete_room(room.store_id)
 
-        self._rooms_with_new_statistics.pop(room.name, None)
+        self._rooms_with_new_statistics.unmark(room)
         log.info("room.deleted", extra={"room": room.name})
         self._send_to_all(
             encode_frame(MessageType.ROOM_DELETED, encode_string(room.name))

@@ -586,6 +586,44 @@ async def test_server_thousand_clients_connecting_and_leaving_are_cleaned_up(
 # Slow and stalled readers ------------------------------------------------------------
 
 
+async def stream_past_stuck_member(
+    relay: RelayServer, connect: Connect, room: str, commands: list[bytes]
+) -> tuple[list[Frame], str, list[Frame], set[str]]:
+    """Stream ``commands`` from a sender into ``room``, where one member reads
+    everything and another (a raw socket with a tiny buffer) reads nothing, until
+    the stuck one is gone.
+
+    Returns:
+        The frames the reading member got, the stuck member's id, what the sender
+        received afterwards, and the ids of the two members that stay.
+    """
+    sender = await connect()
+    await sender.handshake("sender")
+    await sender.create_room(room)
+    fast = await connect()
+    await fast.handshake("fast")
+    await fast.join_room(room)
+    stuck = await join_raw(relay, room, rcvbuf=4096)
+    stuck_id = raw_id(stuck)
+    received: list[Frame] = []
+    try:
+        async with anyio.create_task_group() as tasks:
+
+            async def receive_all() -> None:
+                received.extend(await collect_room_frames(fast, len(commands)))
+
+            tasks.start_soon(receive_all)
+            for wire in commands:
+                await sender.send_raw(wire)
+
+        await wait_for(lambda: stuck_id not in relay.broadcaster.clients)
+        sender_saw = await round_trip(sender)
+    finally:
+        close_raw(stuck)
+
+    return received, stuck_id, sender_saw, {sender.client_id, fast.client_id}
+
+
 @pytest.mark.parametrize(
     "relay_settings", [replace(BASE, client_buffer_bytes=MIB)], ids=["1MiB"]
 )
@@ -598,31 +636,10 @@ async def test_session_client_that_stops_reading_is_dropped_for_backpressure(
     """A room member that never reads is dropped with a backpressure reason once
     its outbox passes client_buffer_bytes; the reading member gets every frame
     in order and the sender is never refused."""
-    sender = await connect()
-    await sender.handshake("sender")
-    await sender.create_room("slow")
-    fast = await connect()
-    await fast.handshake("fast")
-    await fast.join_room("slow")
-    slow = await join_raw(relay, "slow", rcvbuf=4096)
-    slow_id = raw_id(slow)
     commands = big_commands(128, 256 * 1024)
-
-    try:
-        async with anyio.create_task_group() as tasks:
-            received: list[Frame] = []
-
-            async def receive_all() -> None:
-                received.extend(await collect_room_frames(fast, len(commands)))
-
-            tasks.start_soon(receive_all)
-            for wire in commands:
-                await sender.send_raw(wire)
-
-        await wait_for(lambda: slow_id not in relay.broadcaster.clients)
-        sender_saw = await round_trip(sender)
-    finally:
-        close_raw(slow)
+    received, slow_id, sender_saw, members = await stream_past_stuck_member(
+        relay, connect, "slow", commands
+    )
 
     dropped = reasons(relay_logs, "client.dropped", slow_id)
 
@@ -630,7 +647,7 @@ async def test_session_client_that_stops_reading_is_dropped_for_backpressure(
     assert dropped
     assert "backpressure" in dropped[0]
     assert SEND_ERROR not in [frame.kind for frame in sender_saw]
-    assert member_ids(relay, "slow") == {sender.client_id, fast.client_id}
+    assert member_ids(relay, "slow") == members
     assert len(relay.broadcaster.rooms["slow"].history) == len(commands)
 
 
@@ -646,31 +663,10 @@ async def test_session_peer_that_acks_but_never_reads_is_dropped(
     """A member whose TCP stack acknowledges but whose application never reads,
     with far less queued than client_buffer_bytes, is disconnected after
     send_timeout without progress, while the others carry on."""
-    sender = await connect()
-    await sender.handshake("sender")
-    await sender.create_room("stalled")
-    fast = await connect()
-    await fast.handshake("fast")
-    await fast.join_room("stalled")
-    stalled = await join_raw(relay, "stalled", rcvbuf=4096)
-    stalled_id = raw_id(stalled)
     commands = big_commands(64, 256 * 1024)
-
-    try:
-        async with anyio.create_task_group() as tasks:
-            received: list[Frame] = []
-
-            async def receive_all() -> None:
-                received.extend(await collect_room_frames(fast, len(commands)))
-
-            tasks.start_soon(receive_all)
-            for wire in commands:
-                await sender.send_raw(wire)
-
-        await wait_for(lambda: stalled_id not in relay.broadcaster.clients)
-        sender_saw = await round_trip(sender)
-    finally:
-        close_raw(stalled)
+    received, stalled_id, sender_saw, _ = await stream_past_stuck_member(
+        relay, connect, "stalled", commands
+    )
 
     dropped = reasons(relay_logs, "client.dropped", stalled_id)
 
