@@ -132,6 +132,8 @@ class Broadcaster:
         """Apply one message from a client; a bad request is answered with
         SEND_ERROR and the connection stays up."""
         kind = frame.kind
+        client.frames_in += 1
+        client.bytes_in += frame.size
         if kind > LAST_CONTROL_TYPE:
             self._room_command(client, frame)
             return
@@ -201,6 +203,7 @@ class Broadcaster:
             )
             return
 
+        room.commands_in += 1
         if is_stored(frame.kind):
             room.history.append(frame)
             self._rooms_with_new_statistics.mark(room)

@@ -1,5 +1,6 @@
 """One connected client, as the relay's state sees it (no sockets here)."""
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,13 @@ class Client:
         self.refusals = 0
         self.errors_sent = 0
         self.is_gone = False
+        self.connected_at = time.time()
+        # Traffic since the connection opened, sampled by the console for rates:
+        # frames handled and their bytes in, frames queued and bytes written out.
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.frames_out = 0
+        self.bytes_out = 0
         self._drop = drop
 
     def __repr__(self) -> str:
@@ -52,6 +60,7 @@ class Client:
 
     def send(self, wire: Wire) -> None:
         """Queue a frame for this client; a client too far behind is dropped."""
+        self.frames_out += 1
         if not self.outbox.push(wire):
             self.drop(
                 f"backpressure: a {len(wire)}-byte frame would exceed the "

@@ -31,6 +31,8 @@ class Room:
     keep_open: bool = False
     is_joinable: bool = False
     custom: dict[str, Any] = field(default_factory=dict)
+    commands_in: int = 0
+    """Room commands received from members since the room was created or restored."""
     members: dict["Client", None] = field(default_factory=dict)
     joiners: set["Client"] = field(default_factory=set)
 

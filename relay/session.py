@@ -218,6 +218,7 @@ class Session:
                 await checkpoint()
                 continue
 
+            self.client.bytes_out += sent
             done = 0
             while done < len(pending) and sent >= len(pending[done]):
                 sent -= len(pending[done])
