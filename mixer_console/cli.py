@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from mixer_console import admin_cli
-from relay.broadcaster import Broadcaster
+from relay.build import build_relay
 from relay.config import Settings
 from relay.errors import ConfigError
 from relay.logs import configure_logging
@@ -127,9 +127,7 @@ def _run(arguments: argparse.Namespace) -> int:
         return EXIT_STORE
 
     try:
-        broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
-        broadcaster.restore(settings.room_grace)
-        server = RelayServer(settings, broadcaster)
+        server = build_relay(settings, store)
         try:
             server.bind()
         except OSError as exc:
@@ -138,6 +136,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 extra={
                     "host": settings.host,
                     "port": settings.port,
+                    "http_port": settings.http_port,
                     "error": str(exc),
                 },
             )
@@ -151,6 +150,13 @@ def _run(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _login_mode(settings: Settings) -> str:
+    if not settings.is_login_required:
+        return "none: anyone who reaches the port can join"
+
+    return f"github: artists log in at {settings.login_url}"
+
+
 async def run_headless(server: RelayServer, mode: str = "headless") -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP, then stop gracefully."""
     settings = server.settings
@@ -162,7 +168,8 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                 extra={
                     "host": settings.host,
                     "port": port,
-                    "login": "none: anyone who reaches the port can join",
+                    "http_port": server.http.port if server.http else None,
+                    "login": _login_mode(settings),
                     "mode": mode,
                     "store": str(settings.data_dir),
                     "rooms": len(server.broadcaster.rooms),

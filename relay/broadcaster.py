@@ -9,12 +9,14 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
+from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client, drop_kind
 from relay.errors import MalformedPayload, RequestRefused
 from relay.history import History, HistoryReplay, LastCommand
+from relay.leases import normalize_address
 from relay.marks import RoomMarks
 from relay.messages import (
     LAST_CONTROL_TYPE,
@@ -57,6 +59,8 @@ class Broadcaster:
         self.rooms: dict[str, Room] = {}
         self.store = store
         self.is_stopping = False
+        self.drops: Counter[str] = Counter()
+        """Connections ended by the relay, by kind of reason, since it started."""
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics = RoomMarks()
@@ -115,6 +119,22 @@ class Broadcaster:
             self._send_to_all(
                 encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
             )
+
+    def count_drop(self, reason: str) -> None:
+        """Count a connection the relay ended, under its kind of reason."""
+        self.drops[drop_kind(reason)] += 1
+
+    def drop_address(self, ip: str, reason: str) -> int:
+        """Disconnect every client connected from ``ip``; returns how many."""
+        dropped = [
+            client
+            for client in self.clients.values()
+            if normalize_address(client.ip) == normalize_address(ip)
+        ]
+        for client in dropped:
+            client.drop(reason)
+
+        return len(dropped)
 
     @property
     def is_store_behind(self) -> bool:
@@ -204,6 +224,10 @@ class Broadcaster:
             return
 
         room.commands_in += 1
+        room.bytes_in += frame.size
+        receivers = len(room.members) - 1
+        room.commands_out += receivers
+        room.bytes_out += receivers * frame.size
         if is_stored(frame.kind):
             room.history.append(frame)
             self._rooms_with_new_statistics.mark(room)

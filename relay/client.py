@@ -10,8 +10,17 @@ from relay.protocol import Wire
 if TYPE_CHECKING:
     from relay.room import Room
 
-# Attributes the relay owns; clients may not set them as custom attributes.
-RESERVED_CLIENT_ATTRIBUTES = frozenset({"id", "ip", "port", "room"})
+# The attribute naming the GitHub account a connection was admitted under.
+LOGIN_ATTRIBUTE = "github_login"
+
+# What a script presents as its login; read by the admission, never kept.
+TOKEN_ATTRIBUTE = "mixer_token"
+
+# Attributes the relay owns or never keeps; clients may not set them as custom
+# attributes (a token set later, after admission, is dropped the same way).
+RESERVED_CLIENT_ATTRIBUTES = frozenset(
+    {"id", "ip", "port", "room", LOGIN_ATTRIBUTE, TOKEN_ATTRIBUTE}
+)
 
 
 class Client:
@@ -33,6 +42,9 @@ class Client:
         self.outbox = outbox
         self.custom: dict[str, Any] = {}
         self.room: Room | None = None
+        self.login: str | None = None
+        """The GitHub login the connection was admitted under (None without
+        login)."""
         self.refusals = 0
         self.errors_sent = 0
         self.is_gone = False
@@ -50,13 +62,18 @@ class Client:
 
     def attributes(self) -> dict[str, Any]:
         """All attributes, as LIST_CLIENTS and the accept announcement report them."""
-        return {
+        attributes = {
             "id": self.id,
             "ip": self.ip,
             "port": self.port,
             "room": self.room.name if self.room is not None else None,
-            **self.custom,
         }
+        # Present only under login, so that a relay without login says what the
+        # original says.
+        if self.login is not None:
+            attributes[LOGIN_ATTRIBUTE] = self.login
+
+        return {**attributes, **self.custom}
 
     def send(self, wire: Wire) -> None:
         """Queue a frame for this client; a client too far behind is dropped."""
@@ -72,3 +89,25 @@ class Client:
         """End this client's connection; it leaves its room as on a disconnect."""
         self.outbox.close()
         self._drop(reason)
+
+
+# How a drop reason begins, and the kind the drops-by-reason metric counts it as.
+_DROP_KINDS = (
+    ("backpressure", "backpressure"),
+    ("send stalled", "send_stalled"),
+    ("a partial frame", "frame_timeout"),
+    ("frame too large", "frame_too_large"),
+    ("replaced", "replaced"),
+    ("lease revoked", "lease_revoked"),
+    ("login required", "login_required"),
+    ("login refused", "login_refused"),
+)
+
+
+def drop_kind(reason: str) -> str:
+    """The kind of a drop reason, one of a few fixed words (for metrics)."""
+    for prefix, kind in _DROP_KINDS:
+        if reason.startswith(prefix):
+            return kind
+
+    return "other"

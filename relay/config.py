@@ -1,9 +1,11 @@
 """The relay's settings, read once from ``MIXER_*`` environment variables."""
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -80,6 +82,59 @@ class Settings:
     log_format: str = "auto"
     """``MIXER_LOG_FORMAT``: json, text, or auto (text on a terminal, else json)."""
 
+    http_port: int = 12801
+    """``MIXER_HTTP_PORT``: TCP port of the HTTP surface (health, metrics, login),
+    on the same address as the relay."""
+
+    auth: str = "none"
+    """``MIXER_AUTH``: ``none`` (anyone who reaches the port joins) or ``github``
+    (a GitHub login is required)."""
+
+    github_client_id: str = field(default="", metadata={"env": "GITHUB_CLIENT_ID"})
+    """``GITHUB_CLIENT_ID``: the OAuth app's client id."""
+
+    github_client_secret: str = field(
+        default="", repr=False, metadata={"env": "GITHUB_CLIENT_SECRET", "secret": True}
+    )
+    """``GITHUB_CLIENT_SECRET``: the OAuth app's client secret."""
+
+    github_url: str = "https://github.com"
+    """``MIXER_GITHUB_URL``: where GitHub's login pages are (GitHub Enterprise:
+    its own address)."""
+
+    github_api_url: str = "https://api.github.com"
+    """``MIXER_GITHUB_API_URL``: GitHub's REST API (GitHub Enterprise:
+    ``https://HOST/api/v3``)."""
+
+    public_url: str = ""
+    """``MIXER_PUBLIC_URL``: the HTTP surface as artists' browsers reach it, such
+    as ``http://relay.studio:12801``; the OAuth callback is under it."""
+
+    allow_users: frozenset[str] = frozenset()
+    """``MIXER_ALLOW_USERS``: GitHub logins allowed in, comma separated (``*``:
+    any GitHub account)."""
+
+    allow_orgs: frozenset[str] = frozenset()
+    """``MIXER_ALLOW_ORGS``: GitHub organisations whose active members are allowed
+    in, comma separated."""
+
+    operators: frozenset[str] = frozenset()
+    """``MIXER_OPERATORS``: GitHub logins of the relay's operators, comma
+    separated (operators are allowed in too)."""
+
+    lease_ttl: float = 12 * 3600.0
+    """``MIXER_LEASE_TTL``: seconds a login lets its address connect."""
+
+    @property
+    def is_login_required(self) -> bool:
+        """Tell whether connections need a GitHub login."""
+        return self.auth == "github"
+
+    @property
+    def login_url(self) -> str:
+        """The page artists open to log in."""
+        return self.public_url + "/login"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
         """Build settings from an environment mapping.
@@ -90,19 +145,55 @@ class Settings:
         values: dict[str, Any] = {}
         problems: list[str] = []
         for item in fields(cls):
-            variable = "MIXER_" + item.name.upper()
+            variable = variable_name(item.name)
             if variable not in env:
                 continue
 
             try:
                 values[item.name] = _PARSERS[item.name](env[variable])
             except ValueError as exc:
-                problems.append(f"{variable}={env[variable]!r}: {exc}")
+                # A secret's value is never repeated, not even a wrong one.
+                shown = "" if item.metadata.get("secret") else repr(env[variable])
+                problems.append(f"{variable}={shown}: {exc}")
 
         if problems:
             raise ConfigError(problems)
 
-        return cls(**values)
+        settings = cls(**values)
+        problems = settings._login_problems()
+        if problems:
+            raise ConfigError(problems)
+
+        return settings
+
+    def _login_problems(self) -> list[str]:
+        """What a GitHub login needs and is not given."""
+        if not self.is_login_required:
+            return []
+
+        needed = {
+            "GITHUB_CLIENT_ID": self.github_client_id,
+            "GITHUB_CLIENT_SECRET": self.github_client_secret,
+            "MIXER_PUBLIC_URL": self.public_url,
+        }
+        problems = [
+            f"{variable} is required with MIXER_AUTH=github"
+            for variable, value in needed.items()
+            if not value
+        ]
+        if not (self.allow_users or self.allow_orgs):
+            problems.append(
+                "MIXER_AUTH=github needs MIXER_ALLOW_USERS or MIXER_ALLOW_ORGS "
+                "(MIXER_ALLOW_USERS=* lets any GitHub account in)"
+            )
+
+        return problems
+
+
+def variable_name(field_name: str) -> str:
+    """The environment variable that sets a :class:`Settings` field."""
+    item = next(item for item in fields(Settings) if item.name == field_name)
+    return str(item.metadata.get("env", "MIXER_" + field_name.upper()))
 
 
 def _integer(text: str) -> int:
@@ -205,6 +296,46 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _web_address(text: str) -> str:
+    value = text.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// address")
+
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or a fragment")
+
+    return value
+
+
+# GitHub logins and organisation names: letters, digits and single hyphens, at
+# most 39 characters; GitHub compares them without regard to case.
+_GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+
+
+def _github_names(*, allow_anyone: bool) -> Callable[[str], frozenset[str]]:
+    def parse(text: str) -> frozenset[str]:
+        names = {name.strip() for name in text.split(",") if name.strip()}
+        bad = [
+            name
+            for name in names
+            if not _GITHUB_NAME.match(name) and not (allow_anyone and name == "*")
+        ]
+        if bad:
+            raise ValueError(
+                "must be GitHub names separated by commas; not names: "
+                + ", ".join(sorted(bad))
+            )
+
+        return frozenset(name.lower() for name in names)
+
+    return parse
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _host,
     "port": _port,
@@ -223,4 +354,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "room_grace": _seconds(MAX_TIMEOUT),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
+    "http_port": _port,
+    "auth": _choice("none", "github"),
+    "github_client_id": _text,
+    "github_client_secret": _text,
+    "github_url": _web_address,
+    "github_api_url": _web_address,
+    "public_url": _web_address,
+    "allow_users": _github_names(allow_anyone=True),
+    "allow_orgs": _github_names(allow_anyone=False),
+    "operators": _github_names(allow_anyone=False),
+    "lease_ttl": _seconds(MAX_TIMEOUT * 52),
 }

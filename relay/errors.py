@@ -42,3 +42,17 @@ class ConfigError(RelayError):
 class RequestRefused(RelayError):
     """Raised when a well-formed request cannot be carried out (the room does not
     exist, the versions differ, ...); the client gets SEND_ERROR with the message."""
+
+
+class AuthError(RelayError):
+    """Root of the login errors; messages are shown to people, so they never hold
+    a token, a code or a secret."""
+
+
+class LoginFailed(AuthError):
+    """Raised when a login could not be completed: GitHub unreachable or refusing,
+    a code or token not accepted, a state that does not match."""
+
+
+class LoginRefused(AuthError):
+    """Raised when GitHub vouched for an account that this relay does not let in."""

@@ -33,6 +33,12 @@ class Room:
     custom: dict[str, Any] = field(default_factory=dict)
     commands_in: int = 0
     """Room commands received from members since the room was created or restored."""
+    bytes_in: int = 0
+    """Their payload bytes."""
+    commands_out: int = 0
+    """Room commands forwarded to members (one per receiving member)."""
+    bytes_out: int = 0
+    """Their payload bytes."""
     members: dict["Client", None] = field(default_factory=dict)
     joiners: set["Client"] = field(default_factory=set)
 

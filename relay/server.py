@@ -9,6 +9,9 @@ from anyio.abc import TaskStatus
 
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
+from relay.gate import Gate
+from relay.http import HttpSurface
+from relay.leases import LeaseBook
 from relay.session import Session
 from store.store import Store, StoreOptions
 
@@ -30,18 +33,39 @@ class RelayServer:
     Args:
         settings: where to listen, limits and timeouts.
         broadcaster: the relay's state (a new one when omitted).
+        gate: admits connections when a login is required (None: all are).
+        http: the HTTP surface, served alongside (None: no HTTP).
     """
 
     def __init__(
-        self, settings: Settings, broadcaster: Broadcaster | None = None
+        self,
+        settings: Settings,
+        broadcaster: Broadcaster | None = None,
+        *,
+        gate: Gate | None = None,
+        http: HttpSurface | None = None,
     ) -> None:
         self.settings = settings
         self.broadcaster = broadcaster or Broadcaster()
+        self.gate = gate
+        self.http = http
         self.port: int | None = None
         self._listener: socket.socket | None = None
 
+    @property
+    def leases(self) -> LeaseBook | None:
+        """The leases in force, when login is required: the operator's console
+        lists and revokes them here."""
+        return self.gate.leases if self.gate is not None else None
+
+    @property
+    def is_listening(self) -> bool:
+        """Tell whether the Mixer port is open."""
+        return self._listener is not None
+
     def bind(self) -> int:
-        """Open the listening socket now, so that a bad address fails early.
+        """Open the listening sockets (Mixer's, and HTTP's when served) now, so
+        that a bad address or a port in use fails early.
 
         Returns:
             The bound port (useful when the settings ask for port 0).
@@ -52,6 +76,14 @@ class RelayServer:
         if self._listener is None:
             self._listener = open_listener(self.settings.host, self.settings.port)
             self.port = self._listener.getsockname()[1]
+
+        if self.http is not None:
+            try:
+                self.http.bind(open_listener)
+            except OSError:
+                self._listener.close()
+                self._listener = None
+                raise
 
         assert self.port is not None
         return self.port
@@ -68,6 +100,9 @@ class RelayServer:
                 tasks.start_soon(self._publish_statistics)
                 tasks.start_soon(self._expire_restored_rooms)
                 tasks.start_soon(self._forget_written)
+                if self.http is not None:
+                    await tasks.start(self.http.serve)
+
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:
@@ -99,7 +134,7 @@ class RelayServer:
         # A method of its own, so that no local keeps the session alive after it ends.
         try:
             configure_client_socket(sock, self.settings)
-            session = Session(sock, self.broadcaster, self.settings)
+            session = Session(sock, self.broadcaster, self.settings, self.gate)
         except OSError as exc:
             # The peer can be gone already (getpeername fails).
             log.info("client.lost_at_accept", extra={"error": str(exc)})

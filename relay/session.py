@@ -14,12 +14,21 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from relay.broadcaster import Broadcaster
-from relay.client import Client
+from relay.client import TOKEN_ATTRIBUTE, Client
 from relay.config import Settings
-from relay.errors import FrameTooLarge
-from relay.messages import type_name
+from relay.errors import AuthError, FrameTooLarge, MalformedPayload
+from relay.gate import Gate
+from relay.messages import MessageType, type_name
 from relay.outbox import MAX_BATCH_BUFFERS, MAX_BATCH_BYTES, Outbox
-from relay.protocol import FrameDecoder, Wire
+from relay.protocol import (
+    HEADER,
+    Frame,
+    FrameDecoder,
+    PayloadReader,
+    Wire,
+    encode_frame,
+    encode_string,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,20 @@ READ_CHUNK_BYTES = 128 * 1024
 # frames (the SEND_ERROR that explains why).
 CLOSING_FLUSH_SECONDS = 1.0
 
+# A connection that needs a login must send its first message this soon, and no
+# larger than this: nothing big is read from a peer nobody vouched for.
+ADMISSION_SECONDS = 10.0
+ADMISSION_MAX_PAYLOAD = 64 * 1024
+
+# Seconds GitHub may take to vouch for a token presented over TCP.
+TOKEN_CHECK_SECONDS = 30.0
+
+# After a refusal, what the peer still sends is read and discarded for a moment,
+# so that closing with unread bytes does not reset the connection (a reset can
+# destroy the SEND_ERROR before the peer reads it).
+REFUSAL_DRAIN_SECONDS = 1.0
+REFUSAL_DRAIN_BYTES = 1024 * 1024
+
 
 class Session:
     """Serves one accepted connection until either side ends it.
@@ -38,15 +61,23 @@ class Session:
         sock: the accepted socket, already non-blocking.
         broadcaster: the relay's shared state.
         settings: limits and timeouts.
+        gate: admits connections when a login is required (None: all are).
     """
 
     def __init__(
-        self, sock: socket.socket, broadcaster: Broadcaster, settings: Settings
+        self,
+        sock: socket.socket,
+        broadcaster: Broadcaster,
+        settings: Settings,
+        gate: Gate | None = None,
     ) -> None:
         ip, port = sock.getpeername()[:2]
         self._sock = sock
         self._broadcaster = broadcaster
         self._settings = settings
+        self._gate = gate
+        # The message a connection was admitted with, handled once it is a client.
+        self._first_frame: Frame | None = None
         self._scope = anyio.CancelScope()
         self._drop_reason: str | None = None
         # What ended the session when nothing inside it did: the relay stopping.
@@ -56,26 +87,125 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
-        self._broadcaster.connect(client)
         reason: str | None = None
+        is_connected = False
         try:
             with self._scope:
-                reason = await self._serve()
+                if self._gate is None or await self._admit(self._gate):
+                    self._broadcaster.connect(client)
+                    is_connected = True
+                    reason = await self._serve()
         except Exception:
             log.exception("session.failed", extra={"client_id": client.id})
             reason = "internal error"
         finally:
             # Nothing here awaits, so the cleanup cannot be cancelled halfway.
-            if self._drop_reason is not None:
+            if self._drop_reason is not None and is_connected:
                 reason = self._drop_reason
+                self._broadcaster.count_drop(reason)
                 log.warning(
                     "client.dropped", extra={"client_id": client.id, "reason": reason}
                 )
 
-            self._broadcaster.disconnect(client, reason or self._end_reason)
+            if is_connected:
+                self._broadcaster.disconnect(client, reason or self._end_reason)
+
             client.outbox.discard()
             anyio.notify_closing(self._sock)
             self._sock.close()
+
+    async def _admit(self, gate: Gate) -> bool:
+        """Let the connection in under a lease or a token, or refuse it; the
+        peer is told nothing until then."""
+        client = self.client
+        login = gate.leased_login(client.ip)
+        error: AuthError | None = None
+        if login is None:
+            with anyio.move_on_after(ADMISSION_SECONDS):
+                self._first_frame = await self._receive_first_frame()
+
+            token = _presented_token(self._first_frame)
+            if token:
+                with anyio.move_on_after(TOKEN_CHECK_SECONDS) as checking:
+                    try:
+                        login = await gate.admit_token(client.ip, token)
+                    except AuthError as exc:
+                        error = exc
+
+                if checking.cancelled_caught:
+                    error = AuthError("GitHub took too long to answer")
+
+        if login is None:
+            await self._refuse(gate.refusal(error))
+            return False
+
+        client.login = login
+        return True
+
+    async def _receive_first_frame(self) -> Frame | None:
+        """Read exactly one small frame, leaving what follows in the socket; None
+        when the peer closes first or declares a large payload."""
+        header = await self._receive_exactly(HEADER.size)
+        if header is None:
+            return None
+
+        size, command_id, kind = HEADER.unpack(header)
+        if size > ADMISSION_MAX_PAYLOAD:
+            return None
+
+        payload = await self._receive_exactly(size)
+        if payload is None:
+            return None
+
+        return Frame(kind, command_id, header + payload)
+
+    async def _receive_exactly(self, count: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < count:
+            try:
+                chunk = self._sock.recv(count - len(data))
+            except BlockingIOError:
+                await anyio.wait_readable(self._sock)
+                continue
+            except OSError:
+                return None
+
+            if not chunk:
+                return None
+
+            data += chunk
+
+        return bytes(data)
+
+    async def _refuse(self, message: str) -> None:
+        """Send one SEND_ERROR, then close the connection without a reset."""
+        client = self.client
+        self._broadcaster.count_drop(message)
+        log.warning("client.refused", extra={"client_id": client.id, "reason": message})
+        frame = encode_frame(MessageType.SEND_ERROR, encode_string(message))
+        with anyio.move_on_after(CLOSING_FLUSH_SECONDS):
+            await self._send([frame])
+
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+
+        drained = 0
+        with anyio.move_on_after(REFUSAL_DRAIN_SECONDS):
+            while drained < REFUSAL_DRAIN_BYTES:
+                await anyio.wait_readable(self._sock)
+                try:
+                    data = self._sock.recv(64 * 1024)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+
+                if not data:
+                    return
+
+                drained += len(data)
 
     def _drop(self, reason: str) -> None:
         if self._drop_reason is None:
@@ -106,6 +236,10 @@ class Session:
         frames should still be flushed before closing."""
         sock = self._sock
         decoder = FrameDecoder(self._settings.max_frame_bytes)
+        if self._first_frame is not None:
+            frame, self._first_frame = self._first_frame, None
+            self._broadcaster.handle(self.client, frame)
+
         while True:
             # Known limit: every room member stops being read, not only senders,
             # so members' other requests wait for the store too.
@@ -227,3 +361,17 @@ class Session:
             del pending[:done]
             if sent:
                 pending[0] = memoryview(pending[0])[sent:]
+
+
+def _presented_token(frame: Frame | None) -> str:
+    """The ``mixer_token`` a first SET_CLIENT_CUSTOM_ATTRIBUTES carries, or ""."""
+    if frame is None or frame.kind != MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES:
+        return ""
+
+    try:
+        attributes = PayloadReader(frame.payload).read_json_object()
+    except MalformedPayload:
+        return ""
+
+    token = attributes.get(TOKEN_ATTRIBUTE)
+    return token if isinstance(token, str) else ""

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from store.access import (
+    AuditRecord,
+    LeaseRecord,
+    delete_lease,
+    insert_audit,
+    save_lease,
+)
 from store.repository import (
     Blob,
     RoomRecord,
@@ -46,10 +53,27 @@ class RemoveCommand:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class SaveLease:
+    lease: LeaseRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLease:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudit:
+    entry: AuditRecord
+
+
 # An appended command travels as a bare tuple (seq, room_id, kind, size, wire):
 # there is one per room command, so it is kept as cheap as possible.
 AppendRow = tuple[int, int, int, int, Blob]
-Change = SaveRoom | DeleteRoom | RemoveCommand | AppendRow
+Change = (
+    SaveRoom | DeleteRoom | RemoveCommand | SaveLease | DeleteLease | AppendAudit
+) | AppendRow
 
 
 class Journal:
@@ -262,6 +286,12 @@ class Journal:
                     delete_room(db, change.room_id)
                 elif isinstance(change, RemoveCommand):
                     delete_commands(db, [change.seq])
+                elif isinstance(change, SaveLease):
+                    save_lease(db, change.lease)
+                elif isinstance(change, DeleteLease):
+                    delete_lease(db, change.address)
+                elif isinstance(change, AppendAudit):
+                    insert_audit(db, change.entry)
 
             if rows:
                 insert_commands(db, rows)

@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -51,9 +51,41 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
     db.table("commands").create_index(["room_id", "seq"], if_not_exists=True)
 
 
+def _create_version_2(db: sqlite_utils.Database) -> None:
+    # One lease per address: a new login from an address replaces the old lease.
+    db.table("leases").create(
+        {
+            "address": str,
+            "login": str,
+            "granted_at": float,
+            "expires_at": float,
+            "via": str,
+        },
+        pk="address",
+        not_null={"login", "granted_at", "expires_at", "via"},
+        if_not_exists=True,
+    )
+    db.table("audit_log").create(
+        {
+            "id": int,
+            "at": float,
+            "operator": str,
+            "action": str,
+            "target": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "operator", "action", "target", "detail"},
+        if_not_exists=True,
+    )
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_version_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_version_1,
+    _create_version_2,
+]
 
 
 def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:

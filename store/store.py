@@ -13,8 +13,17 @@ import anyio
 import anyio.to_thread
 import sqlite_utils
 
+from store.access import AuditRecord, LeaseRecord, load_audit, load_leases
 from store.errors import StoreLocked
-from store.journal import DeleteRoom, Journal, RemoveCommand, SaveRoom
+from store.journal import (
+    AppendAudit,
+    DeleteLease,
+    DeleteRoom,
+    Journal,
+    RemoveCommand,
+    SaveLease,
+    SaveRoom,
+)
 from store.repository import (
     Blob,
     HistorySummary,
@@ -147,6 +156,28 @@ class Store:
     def remove(self, seq: int) -> None:
         """Queue the removal of a stored command (the merge rule replaced it)."""
         self.journal.submit(RemoveCommand(seq))
+
+    def load_leases(self, now: float) -> list[LeaseRecord]:
+        """Return the leases still valid at ``now`` (at start-up)."""
+        return load_leases(self._reader, now)
+
+    def save_lease(self, lease: LeaseRecord) -> None:
+        """Queue a lease to be written, replacing its address's previous one."""
+        self.journal.submit(SaveLease(lease))
+
+    def delete_lease(self, address: str) -> None:
+        """Queue the removal of an address's lease."""
+        self.journal.submit(DeleteLease(address))
+
+    def record_audit(self, entry: AuditRecord) -> None:
+        """Queue an entry for the audit log."""
+        self.journal.submit(AppendAudit(entry))
+
+    async def audit_log(self, limit: int) -> list[AuditRecord]:
+        """The newest ``limit`` written entries, newest first."""
+        return await anyio.to_thread.run_sync(
+            load_audit, self._reader, limit, limiter=self._read_limiter
+        )
 
     def limit_size(self, max_bytes: int) -> None:
         """Cap the database file's size (0 lifts the cap); appends that would pass

@@ -49,7 +49,9 @@ async def connect(
 
 @pytest.fixture(autouse=True)
 def isolated_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Every relay a test starts, in-process or not, keeps its rooms in tmp_path."""
+    """Every relay a test starts, in-process or not, keeps its rooms in tmp_path,
+    and serves HTTP on a free port (tests run side by side)."""
     data_dir = tmp_path / "env-data"
     monkeypatch.setenv("MIXER_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MIXER_HTTP_PORT", "0")
     return data_dir

@@ -33,8 +33,10 @@ class MixerClient:
         self.client_id = ""
 
     @classmethod
-    async def connect(cls, port: int) -> "MixerClient":
-        stream = await anyio.connect_tcp("127.0.0.1", port)
+    async def connect(cls, port: int, local_host: str | None = None) -> "MixerClient":
+        """Connect to a relay on 127.0.0.1, from ``local_host`` when given (another
+        loopback address, such as 127.0.0.2)."""
+        stream = await anyio.connect_tcp("127.0.0.1", port, local_host=local_host)
         return cls(stream)
 
     async def aclose(self) -> None:
@@ -202,6 +204,11 @@ def join_payload(
         + encode_bool(ignore_version_check)
         + encode_bool(generic_protocol)
     )
+
+
+def error_text(frame: Frame) -> str:
+    """The message of a SEND_ERROR frame."""
+    return PayloadReader(frame.payload).read_string()
 
 
 def json_of(frame: Frame) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 
-from relay.broadcaster import Broadcaster
+from relay.build import build_relay
 from relay.config import Settings
 from relay.server import RelayServer, open_store
 
@@ -13,11 +14,14 @@ from relay.server import RelayServer, open_store
 @asynccontextmanager
 async def running_relay(settings: Settings) -> AsyncIterator[RelayServer]:
     """Serve on ``settings`` (port 0 picks a free port, see ``server.port``) until
-    the block ends; the store must then write everything it was given."""
+    the block ends; the store must then write everything it was given.
+
+    The HTTP surface always takes a free port (``server.http.port``): tests run
+    side by side on one machine.
+    """
+    settings = replace(settings, http_port=0)
     store = open_store(settings)
-    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
-    broadcaster.restore(settings.room_grace)
-    server = RelayServer(settings, broadcaster)
+    server = build_relay(settings, store)
     try:
         async with anyio.create_task_group() as tasks:
             await tasks.start(server.serve)

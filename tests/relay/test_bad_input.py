@@ -991,7 +991,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     clean = {key: val for key, val in os.environ.items() if not key.startswith("MIXER")}
     return subprocess.run(
         [sys.executable, "-m", "mixer_console", *args],
-        env={**clean, "MIXER_HOST": "127.0.0.1", **env},
+        env={**clean, "MIXER_HOST": "127.0.0.1", "MIXER_HTTP_PORT": "0", **env},
         cwd=PROJECT,
         capture_output=True,
         text=True,

@@ -1,0 +1,53 @@
+"""Who may use the relay: GitHub accounts allowed by name, by organisation, or
+as operators."""
+
+import logging
+
+from relay.config import Settings
+from relay.errors import LoginRefused
+from relay.github import GitHub
+
+log = logging.getLogger(__name__)
+
+ANY_ACCOUNT = "*"
+
+
+class AccessPolicy:
+    """The allow-lists of the settings, checked against GitHub.
+
+    Args:
+        settings: ``MIXER_ALLOW_USERS``, ``MIXER_ALLOW_ORGS``, ``MIXER_OPERATORS``.
+        github: where logins and memberships are looked up.
+    """
+
+    def __init__(self, settings: Settings, github: GitHub) -> None:
+        self._users = settings.allow_users
+        self._orgs = sorted(settings.allow_orgs)
+        self._operators = settings.operators
+        self._github = github
+
+    def is_operator(self, login: str) -> bool:
+        """Tell whether a GitHub login is one of the relay's operators."""
+        return login.lower() in self._operators
+
+    async def admit(self, token: str) -> str:
+        """Return the login of the token's user if this relay lets them in.
+
+        Raises:
+            LoginFailed: GitHub does not accept the token or cannot be reached.
+            LoginRefused: the account is on none of the allow-lists.
+        """
+        login = await self._github.login_of(token)
+        name = login.lower()
+        if ANY_ACCOUNT in self._users or name in self._users or name in self._operators:
+            return login
+
+        for org in self._orgs:
+            if await self._github.is_member(token, org):
+                return login
+
+        log.warning("login.refused", extra={"login": login})
+        raise LoginRefused(
+            f"the GitHub account {login!r} is not allowed on this relay; ask its "
+            "operators to add it"
+        )

@@ -1,0 +1,93 @@
+"""Puts a relay together from its settings: state, restored rooms and leases,
+the login machinery when a login is required, and the HTTP surface."""
+
+import socket
+
+from relay.access import AccessPolicy
+from relay.broadcaster import Broadcaster
+from relay.config import Settings
+from relay.gate import Gate
+from relay.github import GitHub
+from relay.http import (
+    LOGIN_REQUESTS_PER_MINUTE,
+    POLL_REQUESTS_PER_MINUTE,
+    HttpSurface,
+    LoginSurface,
+    ReadinessCheck,
+    create_app,
+)
+from relay.leases import LeaseBook
+from relay.login import LoginService
+from relay.metrics import ClusterProbe, RelayCollector
+from relay.ratelimit import AddressLimiter
+from relay.server import RelayServer
+from store.store import Store
+
+# Tokens one address may present over TCP in a minute; each costs GitHub calls.
+TOKENS_PER_MINUTE = 20
+
+
+def build_relay(
+    settings: Settings,
+    store: Store | None,
+    cluster: ClusterProbe | None = None,
+    http_listener: socket.socket | None = None,
+) -> RelayServer:
+    """A relay ready to bind and serve, its rooms and leases restored.
+
+    Args:
+        settings: everything configurable.
+        store: where rooms and leases persist (None: memory only).
+        cluster: the Raft state, for a clustered relay (its quorum then counts
+            for readiness).
+        http_listener: a bound listening socket for the HTTP surface (None: it
+            binds ``MIXER_HTTP_PORT``).
+    """
+    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
+    broadcaster.restore(settings.room_grace)
+    gate: Gate | None = None
+    login: LoginSurface | None = None
+    leases: LeaseBook | None = None
+    service: LoginService | None = None
+    if settings.is_login_required:
+        leases = LeaseBook(
+            store,
+            settings.lease_ttl,
+            on_revoke=lambda address: _close_address(broadcaster, address),
+        )
+        leases.restore()
+        github = GitHub(settings)
+        policy = AccessPolicy(settings, github)
+        service = LoginService(github, policy, leases)
+        gate = Gate(
+            settings, leases, policy, AddressLimiter("tcp-token", TOKENS_PER_MINUTE)
+        )
+        login = LoginSurface(
+            service,
+            leases,
+            AddressLimiter("login", LOGIN_REQUESTS_PER_MINUTE),
+            AddressLimiter("poll", POLL_REQUESTS_PER_MINUTE),
+        )
+
+    collector = RelayCollector(broadcaster, leases, service, cluster)
+    readiness: dict[str, ReadinessCheck] = {}
+    app = create_app(settings, collector, readiness, login)
+    http = HttpSurface(settings, app, http_listener)
+    server = RelayServer(settings, broadcaster, gate=gate, http=http)
+    readiness["listening"] = lambda: None if server.is_listening else "not listening"
+    readiness["store"] = lambda: _store_problem(store)
+    if cluster is not None:
+        readiness["cluster"] = lambda: None if cluster().has_quorum else "no quorum"
+
+    return server
+
+
+def _close_address(broadcaster: Broadcaster, address: str) -> None:
+    broadcaster.drop_address(address, "lease revoked by an operator")
+
+
+def _store_problem(store: Store | None) -> str | None:
+    if store is None or not store.last_error:
+        return None
+
+    return "the store cannot write: " + store.last_error

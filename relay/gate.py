@@ -1,0 +1,70 @@
+"""Admission of TCP connections when the relay requires a GitHub login.
+
+A connection is let in when its address holds a lease, or when its first message
+is SET_CLIENT_CUSTOM_ATTRIBUTES carrying a ``mixer_token`` that GitHub accepts
+for an allowed account. Until then the connection is not a client: nobody is
+told about it and it is told nothing, not even the room list; a refused one gets
+one SEND_ERROR naming the login page, and is closed.
+"""
+
+import logging
+
+from relay.access import AccessPolicy
+from relay.config import Settings
+from relay.errors import AuthError, LoginFailed
+from relay.leases import LeaseBook
+from relay.ratelimit import AddressLimiter
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    """Decides which connections become clients.
+
+    Args:
+        settings: the login page's address, for the refusal message.
+        leases: the leases in force.
+        policy: the allow-lists, for tokens presented over TCP.
+        limiter: bounds the tokens one address may present.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        leases: LeaseBook,
+        policy: AccessPolicy,
+        limiter: AddressLimiter,
+    ) -> None:
+        self._login_url = settings.login_url
+        self._public_url = settings.public_url
+        self.leases = leases
+        self._policy = policy
+        self._limiter = limiter
+
+    def leased_login(self, ip: str) -> str | None:
+        """The login whose lease covers ``ip``, if one does."""
+        lease = self.leases.find(ip)
+        return lease.login if lease is not None else None
+
+    async def admit_token(self, ip: str, token: str) -> str:
+        """The login a token presented over TCP admits.
+
+        Raises:
+            LoginFailed: too many tokens from this address, or GitHub refused it.
+            LoginRefused: the account is not allowed.
+        """
+        if not await self._limiter.allow(ip):
+            raise LoginFailed("too many login attempts from this address; wait")
+
+        login = await self._policy.admit(token)
+        log.info("login.token_accepted", extra={"address": ip, "login": login})
+        return login
+
+    def refusal(self, error: AuthError | None = None) -> str:
+        """The SEND_ERROR text for a connection that is not let in."""
+        why = f"login refused: {error}" if error else "login required"
+        return (
+            f"{why}: this relay needs a GitHub login. Open {self._login_url} in a "
+            "browser on this computer, or run 'mixer-console login --relay "
+            f"{self._public_url}', then connect again"
+        )

@@ -1,0 +1,291 @@
+"""GitHub as an OAuth 2.0 provider and an identity API, through authlib's httpx
+client.
+
+Both flows the relay offers end in a user access token: the authorization code
+flow with ``state`` and PKCE (S256) for browsers, and the device flow for
+terminals. The token is used at once to ask GitHub who the user is and which
+organisations they belong to, and is never kept, logged or shown.
+
+GitHub answers OAuth errors with HTTP 200 and a form-encoded body unless the
+request asks for JSON; authlib's token requests do ask, and so does the
+device-code request below.
+"""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+
+from relay.config import Settings
+from relay.errors import LoginFailed
+
+log = logging.getLogger(__name__)
+
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+
+# read:org lets the relay see the user's organisation memberships, and nothing
+# else beyond the public profile.
+SCOPE = "read:org"
+
+# Seconds any one request to GitHub may take.
+REQUEST_TIMEOUT = 10.0
+
+# The interval GitHub's device flow uses when it names none (RFC 8628, 3.5).
+DEFAULT_DEVICE_INTERVAL = 5
+
+
+class DeviceState(StrEnum):
+    """Where a device login stands after one token request."""
+
+    GRANTED = "granted"
+    PENDING = "pending"
+    SLOW_DOWN = "slow_down"
+    EXPIRED = "expired"
+    DENIED = "denied"
+
+
+# GitHub's error codes for a device token request that is not (yet) granted.
+_DEVICE_ERRORS = {
+    "authorization_pending": DeviceState.PENDING,
+    "slow_down": DeviceState.SLOW_DOWN,
+    "expired_token": DeviceState.EXPIRED,
+    "access_denied": DeviceState.DENIED,
+}
+
+
+@dataclass(frozen=True)
+class DeviceCode:
+    """GitHub's answer to a device login request."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    expires_in: int
+    interval: int
+
+
+@dataclass(frozen=True)
+class DevicePoll:
+    """One device token request's outcome; ``token`` is set once granted."""
+
+    state: DeviceState
+    token: str = field(default="", repr=False)
+
+
+class GitHub:
+    """The GitHub (or GitHub Enterprise) an OAuth app is registered with.
+
+    Args:
+        settings: the client id and secret, GitHub's addresses and ours.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._client_id = settings.github_client_id
+        self._client_secret = settings.github_client_secret
+        self._authorize_url = settings.github_url + "/login/oauth/authorize"
+        self._token_url = settings.github_url + "/login/oauth/access_token"
+        self._device_url = settings.github_url + "/login/device/code"
+        self._api_url = settings.github_api_url
+        self.callback_url = settings.public_url + "/login/callback"
+
+    def _client(self, token: str = "") -> AsyncOAuth2Client:
+        return AsyncOAuth2Client(
+            client_id=self._client_id,
+            client_secret=self._client_secret,
+            # GitHub takes the client's credentials in the form body.
+            token_endpoint_auth_method="client_secret_post",
+            scope=SCOPE,
+            redirect_uri=self.callback_url,
+            code_challenge_method="S256",
+            token={"access_token": token, "token_type": "bearer"} if token else None,
+            timeout=REQUEST_TIMEOUT,
+        )
+
+    async def authorization_url(self, state: str, code_verifier: str) -> str:
+        """The GitHub page a browser is sent to, carrying ``state`` and the PKCE
+        challenge of ``code_verifier``."""
+        async with self._client() as client:
+            url, _state = client.create_authorization_url(
+                self._authorize_url, state=state, code_verifier=code_verifier
+            )
+
+        return str(url)
+
+    async def exchange_code(self, code: str, code_verifier: str) -> str:
+        """Trade an authorization code for the user's access token.
+
+        Raises:
+            LoginFailed: GitHub refused the code or the verifier, or is unreachable.
+        """
+        async with self._client() as client:
+            with _translated("the code could not be exchanged"):
+                token = await client.fetch_token(
+                    self._token_url,
+                    grant_type="authorization_code",
+                    code=code,
+                    code_verifier=code_verifier,
+                )
+
+        return _access_token(token)
+
+    async def start_device_login(self) -> DeviceCode:
+        """Ask GitHub for a device code and the user code a person types in.
+
+        Raises:
+            LoginFailed: GitHub refused (device flow not enabled for the app, say).
+        """
+        async with self._client() as client:
+            with _translated("GitHub did not start a device login"):
+                # No token exists yet: the request must not try to send one.
+                response = await client.request(
+                    "POST",
+                    self._device_url,
+                    withhold_token=True,
+                    data={"client_id": self._client_id, "scope": SCOPE},
+                    headers={"Accept": "application/json"},
+                )
+                body = _json_object(response)
+
+        if "error" in body:
+            raise LoginFailed(
+                "GitHub did not start a device login: " + _error_text(body)
+            )
+
+        try:
+            return DeviceCode(
+                device_code=str(body["device_code"]),
+                user_code=str(body["user_code"]),
+                verification_uri=str(body["verification_uri"]),
+                expires_in=int(body["expires_in"]),
+                interval=int(body.get("interval", DEFAULT_DEVICE_INTERVAL)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoginFailed(
+                "GitHub's device login answer lacks a field: " + str(exc)
+            ) from None
+
+    async def poll_device_login(self, device_code: str) -> DevicePoll:
+        """Make one device token request.
+
+        Raises:
+            LoginFailed: GitHub answered with an error other than the device
+                flow's own, or is unreachable.
+        """
+        async with self._client() as client:
+            with _translated("the device login failed"):
+                try:
+                    token = await client.fetch_token(
+                        self._token_url,
+                        grant_type=DEVICE_GRANT_TYPE,
+                        device_code=device_code,
+                    )
+                except OAuthError as exc:
+                    state = _DEVICE_ERRORS.get(str(exc.error))
+                    if state is None:
+                        raise
+
+                    return DevicePoll(state)
+
+        return DevicePoll(DeviceState.GRANTED, _access_token(token))
+
+    async def login_of(self, token: str) -> str:
+        """The GitHub login a user access token belongs to.
+
+        Raises:
+            LoginFailed: GitHub does not accept the token, or is unreachable.
+        """
+        async with self._client(token) as client:
+            with _translated("GitHub could not say who this is"):
+                response = await client.get(self._api_url + "/user")
+
+            if response.status_code in (401, 403):
+                raise LoginFailed("GitHub does not accept this token")
+
+            body = _json_object(response)
+
+        login = body.get("login")
+        if response.status_code != 200 or not isinstance(login, str) or not login:
+            raise LoginFailed(
+                f"GitHub's user API answered HTTP {response.status_code} without "
+                "a login"
+            )
+
+        return login
+
+    async def is_member(self, token: str, org: str) -> bool:
+        """Tell whether the token's user is an active member of ``org``.
+
+        Raises:
+            LoginFailed: GitHub answered something else than yes or no.
+        """
+        url = f"{self._api_url}/user/memberships/orgs/{quote(org, safe='')}"
+        async with self._client(token) as client:
+            with _translated("GitHub could not list the memberships"):
+                response = await client.get(url)
+
+            # 404: not a member; 403: the org restricts what apps may see.
+            if response.status_code in (403, 404):
+                return False
+
+            body = _json_object(response)
+
+        if response.status_code != 200:
+            raise LoginFailed(
+                f"GitHub's membership API answered HTTP {response.status_code}"
+            )
+
+        return body.get("state") == "active"
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn httpx's and authlib's errors into :class:`LoginFailed`, saying what
+    failed without the request's details (those can hold a code)."""
+    try:
+        yield
+    except OAuthError as exc:
+        raise LoginFailed(
+            f"{what}: GitHub answered {exc.error}"
+            + (f" ({exc.description})" if exc.description else "")
+        ) from None
+    except httpx2.HTTPError as exc:
+        log.warning(
+            "github.unreachable", extra={"error": type(exc).__name__, "doing": what}
+        )
+        raise LoginFailed(f"{what}: GitHub could not be reached") from None
+    except ValueError:
+        raise LoginFailed(f"{what}: GitHub's answer is unreadable") from None
+
+
+def _json_object(response: httpx2.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+
+    if not isinstance(body, dict):
+        raise LoginFailed(
+            f"GitHub answered HTTP {response.status_code} with something other "
+            "than a JSON object"
+        )
+
+    return body
+
+
+def _access_token(token: dict[str, Any]) -> str:
+    value = token.get("access_token")
+    if not isinstance(value, str) or not value:
+        raise LoginFailed("GitHub's token answer holds no access token")
+
+    return value
+
+
+def _error_text(body: dict[str, Any]) -> str:
+    description = body.get("error_description")
+    return str(body["error"]) + (f" ({description})" if description else "")
