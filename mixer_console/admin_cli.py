@@ -6,6 +6,8 @@
     mixer-console room export NAME FILE
     mixer-console room import FILE [--name NEW]
     mixer-console room delete NAME
+    mixer-console leases [--json]
+    mixer-console lease revoke ADDRESS
 
 They read the relay's settings from the same ``MIXER_*`` variables (the data
 directory is ``MIXER_DATA_DIR``) and take the data directory's lock, so they
@@ -21,21 +23,28 @@ Exit status:
   read or written (full, say);
 - 5: the room file is invalid (truncated, corrupt, not a room file), cannot be
   read, or cannot be written;
-- 6: no room of that name (export, delete), or one exists already (import).
+- 6: no room of that name (export, delete), or one exists already (import);
+  no lease for that address (lease revoke).
+
+A lease revoked here is gone when the relay next starts; on a running relay,
+revoke it from the console, which also closes the address's connections.
 
 A failed import or delete changes nothing; a failed export leaves no file.
 """
 
 import argparse
+import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from relay.config import Settings
 from relay.errors import ConfigError
+from store.access import LeaseRecord
 from store.admin import AdminStore, RoomInfo
 from store.errors import Conflict, NotFound, StoreError
 from store.roomfile import RoomFileError
@@ -48,9 +57,10 @@ EXIT_ROOM = 6
 EXIT_INTERRUPTED = 130
 
 
-def add_commands(parser: argparse.ArgumentParser) -> None:
+def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction[Any]":
     """Add the admin subcommands to the ``mixer-console`` parser; with none given,
-    ``arguments.command`` is None (run the relay)."""
+    ``arguments.command`` is None (run the relay). Returns the subcommands, for
+    others to add theirs."""
     commands = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
@@ -101,6 +111,24 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         description="Delete a room and its whole history from the store.",
     )
     delete.add_argument("name", metavar="NAME", help="the room to delete")
+
+    leases = commands.add_parser(
+        "leases",
+        help="list the addresses a GitHub login lets connect",
+        description="List the leases in force: address, GitHub login, how it "
+        "was granted and until when.",
+    )
+    leases.add_argument("--json", action="store_true", help="print a JSON array")
+    lease = commands.add_parser(
+        "lease",
+        help="revoke a lease",
+        description="Revoke an address's lease; the revocation goes to the "
+        "audit log under your user name.",
+    )
+    lease_actions = lease.add_subparsers(dest="action", metavar="ACTION", required=True)
+    revoke = lease_actions.add_parser("revoke", help="revoke an address's lease")
+    revoke.add_argument("address", metavar="ADDRESS", help="the leased address")
+    return commands
 
 
 def run(
@@ -155,6 +183,22 @@ def _dispatch(
 
         return EXIT_OK
 
+    if arguments.command == "leases":
+        held = admin.list_leases(time.time())
+        if arguments.json:
+            out.write(json.dumps([vars(lease) for lease in held], indent=2) + "\n")
+        else:
+            out.write(format_leases(held))
+
+        return EXIT_OK
+
+    if arguments.command == "lease":
+        revoked = admin.revoke_lease(
+            arguments.address, f"local:{getpass.getuser()}", time.time()
+        )
+        out.write(f"revoked the lease of {revoked.login} on {revoked.address}\n")
+        return EXIT_OK
+
     action = arguments.action
     if action == "export":
         room = admin.export_room(arguments.name, arguments.file)
@@ -184,6 +228,19 @@ def _dispatch(
         )
 
     return EXIT_OK
+
+
+def format_leases(leases: list[LeaseRecord]) -> str:
+    """The leases as text, one line each."""
+    if not leases:
+        return "no lease in force\n"
+
+    lines = [
+        f"{lease.address:<40} {_printable(lease.login):<39} {lease.via:<8} until "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(lease.expires_at))}"
+        for lease in leases
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def format_table(rooms: list[RoomInfo], database: Path) -> str:

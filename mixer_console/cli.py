@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from mixer_console import admin_cli
+from mixer_console import admin_cli, login_cli
 from relay.build import build_relay
 from relay.config import Settings
 from relay.errors import ConfigError
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
     )
     parser.add_argument("--port", help="TCP port (MIXER_PORT, default 12800)")
-    admin_cli.add_commands(parser)
+    commands = admin_cli.add_commands(parser)
+    login_cli.add_command(commands)
     return parser
 
 
@@ -91,6 +92,9 @@ def _run_admin(
                 "--no-ui, --host and --port apply to running the relay, not to "
                 f"'{arguments.command}'"
             )
+
+        if arguments.command == "login":
+            return login_cli.run(arguments, sys.stdout)
 
         return admin_cli.run(arguments)
     finally:

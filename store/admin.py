@@ -22,6 +22,13 @@ from typing import IO, Any
 
 import sqlite_utils
 
+from store.access import (
+    AuditRecord,
+    LeaseRecord,
+    delete_lease,
+    insert_audit,
+    load_leases,
+)
 from store.errors import Conflict, NotFound, StoreError
 from store.repository import (
     ROOM_ATTRIBUTE_ORDER,
@@ -232,6 +239,45 @@ class AdminStore:
                 delete_room(self._db, room.record.id)
 
         return room
+
+    def list_leases(self, now: float) -> list[LeaseRecord]:
+        """Return the leases still valid at ``now``, oldest first."""
+        with self._sqlite_errors("cannot read the leases"):
+            return load_leases(self._db, now)
+
+    def revoke_lease(self, address: str, operator: str, now: float) -> LeaseRecord:
+        """Remove an address's lease and record who did it in the audit log, in
+        one transaction.
+
+        Raises:
+            NotFound: the address holds no valid lease.
+        """
+        with self._sqlite_errors(f"cannot revoke the lease of {address}"):
+            with self._transaction("BEGIN IMMEDIATE"):
+                lease = next(
+                    (
+                        lease
+                        for lease in load_leases(self._db, now)
+                        if lease.address == address
+                    ),
+                    None,
+                )
+                if lease is None:
+                    raise NotFound(f"no lease for address {address} in {self.path}")
+
+                delete_lease(self._db, address)
+                insert_audit(
+                    self._db,
+                    AuditRecord(
+                        now,
+                        operator,
+                        "lease.revoke",
+                        address,
+                        f"lease of {lease.login}",
+                    ),
+                )
+
+        return lease
 
     def _list_rooms(self) -> list[RoomInfo]:
         statistics = history_statistics(self._db)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -66,10 +67,14 @@ class FakeGitHub:
     tokens: dict[str, str] = field(default_factory=dict)
     """Access token to login."""
     pkce_checks: int = 0
+    issued_codes: list[str] = field(default_factory=list)
     device_code_requests: list[dict[str, str]] = field(default_factory=list)
     """Headers of each device-code request."""
+    handed_out: "MemoryObjectSendStream[str] | None" = None
+    """Where each user code handed out is sent, for tests to approve."""
     _codes: dict[str, _Code] = field(default_factory=dict)
     _devices: dict[str, _Device] = field(default_factory=dict)
+    _user_codes: "MemoryObjectReceiveStream[str] | None" = None
 
     @property
     def api_url(self) -> str:
@@ -80,6 +85,12 @@ class FakeGitHub:
         token = "gho_" + secrets.token_hex(16)
         self.tokens[token] = login
         return token
+
+    async def next_user_code(self, timeout: float = 5.0) -> str:
+        """Wait for the next user code GitHub hands out."""
+        with anyio.fail_after(timeout):
+            assert self._user_codes is not None
+            return await self._user_codes.receive()
 
     def approve(self, user_code: str, login: str) -> None:
         """The person types the user code and approves, as ``login``."""
@@ -116,6 +127,7 @@ class FakeGitHub:
             return Response("PKCE S256 required by this fake", status_code=400)
 
         code = secrets.token_hex(10)
+        self.issued_codes.append(code)
         self._codes[code] = _Code(
             self.browser_user, query["code_challenge"], query["redirect_uri"]
         )
@@ -193,6 +205,9 @@ class FakeGitHub:
             self.device_interval,
             last_poll=time.monotonic() - self.device_interval,
         )
+        if self.handed_out is not None:
+            self.handed_out.send_nowait(user_code)
+
         body = {
             "device_code": device_code,
             "user_code": user_code,
@@ -254,10 +269,13 @@ def _form(body: dict[str, Any]) -> Response:
 async def running_fake_github(callback_url: str) -> AsyncIterator[FakeGitHub]:
     """Serve a fake GitHub on 127.0.0.1 (a free port) until the block ends."""
     fake = FakeGitHub(callback_url=callback_url)
+    send, receive = anyio.create_memory_object_stream[str](100)
+    fake.handed_out, fake._user_codes = send, receive
     listener: socket.socket = open_listener("127.0.0.1", 0)
     fake.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     surface = HttpSurface(Settings(host="127.0.0.1"), fake.app(), listener)
-    async with anyio.create_task_group() as tasks:
-        await tasks.start(surface.serve)
-        yield fake
-        tasks.cancel_scope.cancel()
+    with send, receive:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(surface.serve)
+            yield fake
+            tasks.cancel_scope.cancel()

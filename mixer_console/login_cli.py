@@ -1,0 +1,146 @@
+"""``mixer-console login --relay URL``: log this computer in from a terminal.
+
+GitHub's device flow, run through the relay (which holds the OAuth app's
+credentials): the relay asks GitHub for a code, this command shows it with the
+page to enter it on, then polls the relay at the interval GitHub asks for until
+the person approves, denies, or the code expires. The lease goes to this
+computer's address, as the relay sees it, so Blender here may then connect.
+
+Exit status: 0 logged in; 2 bad usage; 7 the login did not happen (denied,
+expired, refused, or the relay or GitHub failed).
+"""
+
+import argparse
+import math
+import time
+from datetime import datetime
+from typing import Any, TextIO
+
+import anyio
+import httpx2
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_LOGIN = 7
+
+# What slow_down adds to the polling interval (RFC 8628, 3.5).
+SLOW_DOWN_SECONDS = 5
+
+# Seconds one request to the relay may take (a poll includes GitHub's answer).
+REQUEST_TIMEOUT = 30.0
+
+# Polls made at most, whatever the relay says: a code lives 15 minutes on
+# GitHub, polled every 5 s at the fastest.
+MAX_POLLS = 1000
+
+
+def add_command(commands: "argparse._SubParsersAction[Any]") -> None:
+    """Add ``login`` to the ``mixer-console`` subcommands."""
+    login = commands.add_parser(
+        "login",
+        help="log this computer in to a relay that requires GitHub",
+        description="Log in to a relay with GitHub's device flow: open the page "
+        "shown, type the code, and Blender on this computer may then connect.",
+    )
+    login.add_argument(
+        "--relay",
+        required=True,
+        metavar="URL",
+        help="the relay's HTTP address, such as http://relay.studio:12801",
+    )
+
+
+def run(arguments: argparse.Namespace, out: TextIO) -> int:
+    """Run ``login``; returns the exit status."""
+    relay = str(arguments.relay).rstrip("/")
+    if not relay.startswith(("http://", "https://")):
+        out.write(f"mixer-console: --relay must be an http(s) address: {relay}\n")
+        return EXIT_USAGE
+
+    return anyio.run(device_login, relay, out)
+
+
+async def device_login(relay: str, out: TextIO) -> int:
+    """Log in through ``relay``'s device flow, telling the person on ``out``."""
+    async with httpx2.AsyncClient(base_url=relay, timeout=REQUEST_TIMEOUT) as http:
+        try:
+            return await _device_login(http, out)
+        except httpx2.HTTPError as exc:
+            out.write(f"login failed: the relay at {relay} cannot be reached: {exc}\n")
+            return EXIT_LOGIN
+
+
+async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:
+    response = await http.post("/login/device")
+    start = _answer(response)
+    if response.status_code != 200 or "user_code" not in start:
+        out.write(f"login failed: {start.get('error') or _status(response)}\n")
+        return EXIT_LOGIN
+
+    out.write(
+        f"Open {start['verification_uri']} and enter the code {start['user_code']}\n"
+        f"(it expires in {math.ceil(int(start['expires_in']) / 60)} minutes)\n"
+    )
+    interval = float(start["interval"])
+    deadline = time.monotonic() + float(start["expires_in"])
+    for _ in range(MAX_POLLS):
+        await anyio.sleep(interval)
+        response = await http.post(
+            "/login/device/poll", json={"login_id": start["login_id"]}
+        )
+        if response.status_code == 429:
+            interval = max(interval, float(response.headers.get("retry-after", 60)))
+            continue
+
+        answer = _answer(response)
+        state = answer.get("state")
+        if state == "pending":
+            continue
+
+        if state == "slow_down":
+            interval = max(interval + SLOW_DOWN_SECONDS, float(answer["interval"]))
+            out.write(f"GitHub asks to poll more slowly: every {interval:g} s\n")
+            continue
+
+        return _finish(state, answer, response, out)
+
+    if time.monotonic() < deadline:
+        out.write("login failed: gave up polling\n")
+    else:
+        out.write("login failed: the code expired before it was entered\n")
+
+    return EXIT_LOGIN
+
+
+def _finish(
+    state: object, answer: dict[str, Any], response: httpx2.Response, out: TextIO
+) -> int:
+    if state == "granted":
+        until = datetime.fromtimestamp(float(answer["expires_at"]))
+        out.write(
+            f"Logged in as {answer['login']}: Blender on this computer "
+            f"({answer['address']}) may connect until {until:%Y-%m-%d %H:%M}\n"
+        )
+        return EXIT_OK
+
+    if state == "expired":
+        out.write("login failed: the code expired before it was entered; run again\n")
+    elif state == "denied":
+        out.write("login failed: the login was cancelled on GitHub\n")
+    else:
+        out.write(f"login failed: {answer.get('error') or _status(response)}\n")
+
+    return EXIT_LOGIN
+
+
+def _answer(response: httpx2.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+
+    return body if isinstance(body, dict) else {}
+
+
+def _status(response: httpx2.Response) -> str:
+    return f"the relay answered HTTP {response.status_code}"
