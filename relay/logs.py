@@ -70,6 +70,10 @@ def _text_value(value: object) -> str:
     return text if is_plain else json.dumps(text)
 
 
+# Libraries whose records are kept to warnings and errors.
+QUIETED_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
+
+
 def configure_logging(
     level: str, log_format: str, stream: TextIO | None = None
 ) -> None:
@@ -82,6 +86,11 @@ def configure_logging(
     stream = stream or sys.stdout
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
+
+    # The HTTP client's own records carry the URLs and headers of requests to
+    # GitHub: a login's code must not reach the log through them, even at DEBUG.
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

@@ -49,18 +49,18 @@ class LoginRelay:
 
 def login_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings of a relay with GitHub login, filled in by running_login_relay."""
-    return Settings(
-        host="127.0.0.1",
-        port=0,
-        http_port=0,
-        room_update_interval=0.01,
-        data_dir=data_dir,
-        auth="github",
-        github_client_id=CLIENT_ID,
-        github_client_secret=CLIENT_SECRET,
-        allow_users=frozenset({"alice"}),
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "http_port": 0,
+        "room_update_interval": 0.01,
+        "data_dir": data_dir,
+        "auth": "github",
+        "github_client_id": CLIENT_ID,
+        "github_client_secret": CLIENT_SECRET,
+        "allow_users": frozenset({"alice"}),
+    }
+    return Settings(**{**values, **overrides})
 
 
 @asynccontextmanager
