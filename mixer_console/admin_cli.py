@@ -26,8 +26,9 @@ Exit status:
 - 6: no room of that name (export, delete), or one exists already (import);
   no lease for that address (lease revoke).
 
-A lease revoked here is gone when the relay next starts; on a running relay,
-revoke it from the console, which also closes the address's connections.
+A lease revoked here is gone when the relay next starts. On a running relay,
+``--relay URL`` does it as an operator (see :mod:`mixer_console.remote_leases`),
+and the address's connections are closed too; so does the console.
 
 A failed import or delete changes nothing; a failed export leaves no file.
 """
@@ -42,6 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from mixer_console import remote_leases
 from relay.config import Settings
 from relay.errors import ConfigError
 from store.access import LeaseRecord
@@ -119,6 +121,12 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
         "was granted and until when.",
     )
     leases.add_argument("--json", action="store_true", help="print a JSON array")
+    leases.add_argument(
+        "--relay",
+        metavar="URL",
+        help="ask this running relay instead, as an operator (token in "
+        "MIXER_OPERATOR_TOKEN)",
+    )
     lease = commands.add_parser(
         "lease",
         help="revoke a lease",
@@ -128,6 +136,12 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
     lease_actions = lease.add_subparsers(dest="action", metavar="ACTION", required=True)
     revoke = lease_actions.add_parser("revoke", help="revoke an address's lease")
     revoke.add_argument("address", metavar="ADDRESS", help="the leased address")
+    revoke.add_argument(
+        "--relay",
+        metavar="URL",
+        help="revoke on this running relay, as an operator (token in "
+        "MIXER_OPERATOR_TOKEN); its connections from ADDRESS are closed",
+    )
     return commands
 
 
@@ -140,8 +154,12 @@ def run(
     """Run the admin command that ``arguments`` hold; return the exit status."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    env = os.environ if env is None else env
+    if getattr(arguments, "relay", None):
+        return remote_leases.run(arguments, env, out, err)
+
     try:
-        settings = Settings.from_env(os.environ if env is None else env)
+        settings = Settings.from_env(env)
     except ConfigError as exc:
         err.write(f"mixer-console: {exc}\n")
         return EXIT_USAGE

@@ -51,3 +51,17 @@ class AccessPolicy:
             f"the GitHub account {login!r} is not allowed on this relay; ask its "
             "operators to add it"
         )
+
+    async def operator(self, token: str) -> str:
+        """Return the login of the token's user if they are an operator.
+
+        Raises:
+            LoginFailed: GitHub does not accept the token or cannot be reached.
+            LoginRefused: the account is not one of ``MIXER_OPERATORS``.
+        """
+        login = await self._github.login_of(token)
+        if not self.is_operator(login):
+            log.warning("operator.refused", extra={"login": login})
+            raise LoginRefused(f"the GitHub account {login!r} is not an operator")
+
+        return login

@@ -65,6 +65,7 @@ def build_relay(
         login = LoginSurface(
             service,
             leases,
+            policy,
             AddressLimiter("login", LOGIN_REQUESTS_PER_MINUTE),
             AddressLimiter("poll", POLL_REQUESTS_PER_MINUTE),
         )

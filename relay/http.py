@@ -12,6 +12,11 @@ Routes:
     POST /login/device         starts a device login (JSON)
     POST /login/device/poll    one poll of a device login (JSON)
     GET  /login/lease          the lease of the caller's address (JSON)
+    GET  /admin/leases         every lease (operators only, JSON)
+    POST /admin/leases/revoke  revoke an address's lease (operators only, JSON)
+
+The admin routes take ``Authorization: Bearer <GitHub token>`` of an account in
+``MIXER_OPERATORS``: remote administration always needs an operator's login.
 """
 
 import html
@@ -37,8 +42,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from relay.access import AccessPolicy
 from relay.config import Settings
-from relay.errors import AuthError, LoginRefused
+from relay.errors import AuthError, LoginFailed, LoginRefused
 from relay.leases import LeaseBook
 from relay.login import LoginService
 from relay.metrics import RelayCollector, relay_registry
@@ -67,6 +73,7 @@ class LoginSurface:
 
     service: LoginService
     leases: LeaseBook
+    policy: AccessPolicy
     login_limiter: AddressLimiter
     poll_limiter: AddressLimiter
 
@@ -218,6 +225,33 @@ def create_app(
 
         return JSONResponse(_lease_json(found))
 
+    async def admin_leases(request: Request) -> Response:
+        if login is None:
+            return JSONResponse({"error": "this relay requires no login"}, 404)
+
+        operator = await _operator(request, login)
+        if isinstance(operator, Response):
+            return operator
+
+        return JSONResponse([_lease_json(held) for held in login.leases.leases()])
+
+    async def admin_revoke(request: Request) -> Response:
+        if login is None:
+            return JSONResponse({"error": "this relay requires no login"}, 404)
+
+        operator = await _operator(request, login)
+        if isinstance(operator, Response):
+            return operator
+
+        address = await _json_field(request, "address")
+        if not address:
+            return JSONResponse({"error": 'send {"address": ...} as JSON'}, 400)
+
+        revoked = login.leases.revoke(address, operator=operator)
+        return JSONResponse(
+            {"address": address, "revoked": _lease_json(revoked) if revoked else None}
+        )
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -228,6 +262,8 @@ def create_app(
             Route("/login/device", device_start, methods=["POST"]),
             Route("/login/device/poll", device_poll, methods=["POST"]),
             Route("/login/lease", lease),
+            Route("/admin/leases", admin_leases),
+            Route("/admin/leases/revoke", admin_revoke, methods=["POST"]),
         ]
     )
 
@@ -252,6 +288,28 @@ async def _finish(request: Request, login: LoginSurface, address: str) -> Respon
         "may now connect to the relay; the permission lasts "
         f"{(lease.expires_at - lease.granted_at) / 3600:g} hours.",
     )
+
+
+async def _operator(request: Request, login: LoginSurface) -> str | Response:
+    """The operator a request's bearer token belongs to, or the answer that
+    refuses it."""
+    address = _address(request)
+    if not await login.login_limiter.allow(address):
+        return await _too_many(login.login_limiter, address)
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return JSONResponse(
+            {"error": "send an operator's GitHub token as 'Authorization: Bearer'"},
+            401,
+        )
+
+    try:
+        return await login.policy.operator(token.strip())
+    except LoginRefused as exc:
+        return JSONResponse({"error": str(exc)}, 403)
+    except LoginFailed as exc:
+        return JSONResponse({"error": str(exc)}, 401)
 
 
 def _address(request: Request) -> str:

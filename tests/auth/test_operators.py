@@ -1,0 +1,122 @@
+"""Remote administration needs an operator's GitHub login: the admin routes and
+``mixer-console lease revoke --relay`` as a real process."""
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from relay.messages import MessageType
+from tests.login_relay import LoginRelay, login_settings, running_login_relay
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def login_relay(tmp_path: Path) -> AsyncIterator[LoginRelay]:
+    settings = login_settings(tmp_path / "data", operators=frozenset({"olga"}))
+    async with running_login_relay(settings) as relay:
+        yield relay
+
+
+async def mixer_console(
+    relay: LoginRelay, *argv: str, token: str | None
+) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MIXER_OPERATOR_TOKEN"}
+    if token is not None:
+        env["MIXER_OPERATOR_TOKEN"] = token
+
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-m", "mixer_console", *argv, "--relay", relay.http_url],
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
+
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_operator_revokes_over_http_and_connections_close(
+    login_relay: LoginRelay,
+) -> None:
+    """An operator's ``lease revoke --relay`` ends the lease and closes the
+    address's connection; the audit log names the operator."""
+    async with login_relay.browser() as browser:
+        await browser.get("/login")
+
+    artist = await login_relay.connect()
+    await artist.handshake()
+    token = login_relay.github.issue_token("olga")
+
+    listed = await mixer_console(login_relay, "leases", token=token)
+    revoked = await mixer_console(
+        login_relay, "lease", "revoke", "127.0.0.1", token=token
+    )
+    await artist.expect_closed()
+    await artist.aclose()
+    store = login_relay.server.broadcaster.store
+    assert store is not None and store.journal.flush(timeout=5)
+    audit = await store.audit_log(1)
+
+    assert listed[0] == 0 and "alice" in listed[1]
+    assert revoked[0] == 0
+    assert "revoked the lease of alice on 127.0.0.1" in revoked[1]
+    assert (audit[0].operator, audit[0].action) == ("olga", "lease.revoke")
+
+
+async def test_non_operator_is_refused(login_relay: LoginRelay) -> None:
+    """A valid token of an account that is no operator is refused (exit 7, 403),
+    and the lease stays."""
+    async with login_relay.browser() as browser:
+        await browser.get("/login")
+        token = login_relay.github.issue_token("alice")
+        refused = await mixer_console(
+            login_relay, "lease", "revoke", "127.0.0.1", token=token
+        )
+        direct = await browser.post(
+            "/admin/leases/revoke",
+            json={"address": "127.0.0.1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        lease = await browser.get("/login/lease")
+        anonymous = await browser.get("/admin/leases")
+
+    assert refused[0] == 7
+    assert "not an operator" in refused[2]
+    assert direct.status_code == 403
+    assert lease.status_code == 200
+    assert anonymous.status_code == 401
+
+
+async def test_remote_command_without_token_is_a_usage_error(
+    login_relay: LoginRelay,
+) -> None:
+    """Without MIXER_OPERATOR_TOKEN the command says how to get one, exit 2."""
+    status, _out, err = await mixer_console(login_relay, "leases", token=None)
+
+    assert status == 2
+    assert "MIXER_OPERATOR_TOKEN" in err
+
+
+async def test_revoked_address_cannot_reconnect(login_relay: LoginRelay) -> None:
+    """After an operator's revocation the address is refused again."""
+    async with login_relay.browser() as browser:
+        await browser.get("/login")
+        await browser.post(
+            "/admin/leases/revoke",
+            json={"address": "127.0.0.1"},
+            headers={
+                "Authorization": f"Bearer {login_relay.github.issue_token('olga')}"
+            },
+        )
+
+    client = await login_relay.connect()
+    await client.send(MessageType.CLIENT_ID)
+    frames = await client.expect_closed()
+    await client.aclose()
+
+    assert [frame.kind for frame in frames] == [MessageType.SEND_ERROR]
