@@ -83,7 +83,9 @@ def ours_spec(port: int, repo: str, extra: list[str]) -> RelaySpec:
     argv += ["--host", "127.0.0.1", "--port", str(port), *extra]
     # A fresh store per run, so that no case inherits another's rooms.
     data_dir = tempfile.mkdtemp(prefix="mixer-bench-store-")
-    return RelaySpec("ours", argv, repo, port, {"MIXER_DATA_DIR": data_dir})
+    # The HTTP surface on any free port: benchmarks may run side by side.
+    env = {"MIXER_DATA_DIR": data_dir, "MIXER_HTTP_PORT": "0"}
+    return RelaySpec("ours", argv, repo, port, env)
 
 
 def original_spec(port: int, original_path: str) -> RelaySpec:

@@ -20,6 +20,7 @@ The admin routes take ``Authorization: Bearer <GitHub token>`` of an account in
 """
 
 import html
+import json
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -59,6 +60,12 @@ STATE_COOKIE = "mixer_login_state"
 # device login (a terminal polls every 5 s or slower).
 LOGIN_REQUESTS_PER_MINUTE = 20
 POLL_REQUESTS_PER_MINUTE = 30
+
+# The JSON bodies the routes take are a few dozen bytes; nothing larger is read.
+MAX_BODY_BYTES = 4096
+
+# Connections served at once; past it uvicorn answers 503 at once.
+MAX_CONNECTIONS = 256
 
 # Seconds the HTTP server may take to finish its requests when the relay stops.
 SHUTDOWN_SECONDS = 1.0
@@ -320,8 +327,16 @@ def _address(request: Request) -> str:
 
 
 async def _json_field(request: Request, name: str) -> str:
+    """A string field of the request's small JSON body, or "" (for a body that
+    is not JSON, lacks the field, or is too large to be read at all)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            return ""
+
     try:
-        body = await request.json()
+        body = json.loads(data)
     except ValueError:
         return ""
 
@@ -419,6 +434,7 @@ class HttpSurface:
             log_config=None,
             log_level="warning",
             server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
         )
         server = _EmbeddedServer(config)

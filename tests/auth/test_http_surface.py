@@ -242,3 +242,37 @@ def test_logging_keeps_http_client_records_to_warnings() -> None:
             logging.getLogger(name).setLevel(old)
 
     assert levels == [logging.WARNING] * len(QUIETED_LOGGERS)
+
+
+async def test_bad_request_bodies_get_clear_errors(login_relay: LoginRelay) -> None:
+    """A poll with no JSON, the wrong JSON, or a body far too large is answered
+    400 without being read whole; an unknown login id is 400 too."""
+    async with login_relay.browser() as http:
+        not_json = await http.post("/login/device/poll", content=b"{nope")
+        wrong = await http.post("/login/device/poll", json=["login_id"])
+        huge = await http.post(
+            "/login/device/poll", content=b'{"login_id": "' + b"a" * 10_000_000
+        )
+        unknown = await http.post("/login/device/poll", json={"login_id": "x"})
+        health = await http.get("/healthz")
+
+    assert [r.status_code for r in (not_json, wrong, huge, unknown)] == [400] * 4
+    assert health.status_code == 200
+
+
+async def test_callback_without_code_or_with_github_error(
+    login_relay: LoginRelay,
+) -> None:
+    """A callback lacking code or state, or carrying GitHub's error (the person
+    cancelled), is answered with a page saying so, and grants nothing."""
+    async with login_relay.browser() as http:
+        bare = await http.get("/login/callback")
+        cancelled = await http.get(
+            "/login/callback", params={"error": "access_denied", "state": "s"}
+        )
+        lease = await http.get("/login/lease")
+
+    assert bare.status_code == 400
+    assert cancelled.status_code == 400
+    assert "access_denied" in cancelled.text
+    assert lease.status_code == 404
