@@ -18,6 +18,10 @@ from tests.mixer_client import MixerClient
 
 HTTP_TIMEOUT = 10.0
 
+# Every request here is plain HTTP on loopback; one TLS context, loaded once,
+# spares each client the 50 ms of loading the certificate store.
+_TLS = httpx2.create_ssl_context()
+
 
 @dataclass
 class LoginRelay:
@@ -35,7 +39,7 @@ class LoginRelay:
     def browser(self, local_host: str | None = None) -> httpx2.AsyncClient:
         """An HTTP client that follows redirects and keeps cookies, like a
         browser, from ``local_host`` when given."""
-        transport = httpx2.AsyncHTTPTransport(local_address=local_host)
+        transport = httpx2.AsyncHTTPTransport(local_address=local_host, verify=_TLS)
         return httpx2.AsyncClient(
             base_url=self.http_url,
             follow_redirects=True,
