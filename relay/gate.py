@@ -17,6 +17,10 @@ from relay.ratelimit import AddressLimiter
 
 log = logging.getLogger(__name__)
 
+# Connections waiting to be admitted at once, at most; past it new ones are
+# refused at once, so that a flood of silent connections holds no more than this.
+MAX_PENDING_ADMISSIONS = 256
+
 
 class Gate:
     """Decides which connections become clients.
@@ -40,11 +44,25 @@ class Gate:
         self.leases = leases
         self._policy = policy
         self._limiter = limiter
+        self._pending = 0
 
     def leased_login(self, ip: str) -> str | None:
         """The login whose lease covers ``ip``, if one does."""
         lease = self.leases.find(ip)
         return lease.login if lease is not None else None
+
+    def begin_admission(self) -> bool:
+        """Count one more connection waiting for its first message; False when
+        too many are waiting already (call :meth:`end_admission` after a True)."""
+        if self._pending >= MAX_PENDING_ADMISSIONS:
+            return False
+
+        self._pending += 1
+        return True
+
+    def end_admission(self) -> None:
+        """Count one connection less waiting for its first message."""
+        self._pending -= 1
 
     async def admit_token(self, ip: str, token: str) -> str:
         """The login a token presented over TCP admits.

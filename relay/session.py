@@ -120,20 +120,13 @@ class Session:
         client = self.client
         login = gate.leased_login(client.ip)
         error: AuthError | None = None
-        if login is None:
-            with anyio.move_on_after(ADMISSION_SECONDS):
-                self._first_frame = await self._receive_first_frame()
-
-            token = _presented_token(self._first_frame)
-            if token:
-                with anyio.move_on_after(TOKEN_CHECK_SECONDS) as checking:
-                    try:
-                        login = await gate.admit_token(client.ip, token)
-                    except AuthError as exc:
-                        error = exc
-
-                if checking.cancelled_caught:
-                    error = AuthError("GitHub took too long to answer")
+        if login is None and not gate.begin_admission():
+            error = AuthError("too many connections are waiting to log in; retry")
+        elif login is None:
+            try:
+                login, error = await self._admit_by_token(gate)
+            finally:
+                gate.end_admission()
 
         if login is None:
             await self._refuse(gate.refusal(error))
@@ -141,6 +134,23 @@ class Session:
 
         client.login = login
         return True
+
+    async def _admit_by_token(self, gate: Gate) -> tuple[str | None, AuthError | None]:
+        """Read the first message and check the token it presents, if any."""
+        with anyio.move_on_after(ADMISSION_SECONDS):
+            self._first_frame = await self._receive_first_frame()
+
+        token = _presented_token(self._first_frame)
+        if not token:
+            return None, None
+
+        with anyio.move_on_after(TOKEN_CHECK_SECONDS):
+            try:
+                return await gate.admit_token(self.client.ip, token), None
+            except AuthError as exc:
+                return None, exc
+
+        return None, AuthError("GitHub took too long to answer")
 
     async def _receive_first_frame(self) -> Frame | None:
         """Read exactly one small frame, leaving what follows in the socket; None

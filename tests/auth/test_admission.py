@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from relay.gate import MAX_PENDING_ADMISSIONS
 from relay.messages import MessageType
 from relay.protocol import HEADER, encode_json
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
@@ -224,3 +225,20 @@ async def test_lease_survives_a_restart(tmp_path: Path) -> None:
         await client.aclose()
 
     assert clients[client_id]["github_login"] == "alice"
+
+
+async def test_too_many_waiting_connections_are_refused_at_once(
+    login_relay: LoginRelay,
+) -> None:
+    """Past the limit of connections waiting for their first message, a new one
+    is refused at once instead of being held for the admission time."""
+    waiting = [await login_relay.connect() for _ in range(MAX_PENDING_ADMISSIONS)]
+    try:
+        extra = await login_relay.connect()
+        frames = await extra.expect_closed(timeout=3)
+        await extra.aclose()
+    finally:
+        for client in waiting:
+            await client.aclose()
+
+    assert "too many connections" in error_text(frames[0])

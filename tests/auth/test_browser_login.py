@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from relay.messages import MessageType
@@ -101,3 +102,22 @@ async def test_state_from_another_browser_is_refused(login_relay: LoginRelay) ->
 
     assert page.status_code == 400
     assert lease.status_code == 404
+
+
+async def test_login_only_ever_names_our_own_callback(login_relay: LoginRelay) -> None:
+    """Whatever the request carries, the authorization request names only the
+    relay's own callback, and the callback answers with a page, never a
+    redirect elsewhere."""
+    async with login_relay.browser() as browser:
+        start = await browser.get(
+            "/login",
+            params={"redirect_uri": "http://evil.example/", "next": "http://evil/"},
+            follow_redirects=False,
+        )
+        authorize = httpx2.URL(start.headers["location"])
+        back = await browser.get(authorize, follow_redirects=True)
+
+    assert authorize.params["redirect_uri"] == login_relay.http_url + "/login/callback"
+    assert "evil" not in str(authorize)
+    assert back.status_code == 200
+    assert back.url.path == "/login/callback"
