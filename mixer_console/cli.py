@@ -176,6 +176,7 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                     "login": _login_mode(settings),
                     "mode": mode,
                     "store": str(settings.data_dir),
+                    "admin_socket": str(server.admin_socket or "off"),
                     "rooms": len(server.broadcaster.rooms),
                 },
             )

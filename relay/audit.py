@@ -1,41 +1,62 @@
-"""The audit log: lease grants and revocations, and what operators do.
+"""The audit log: every operator action, who did it, kept in the store."""
 
-Every entry goes through :func:`record`, which writes it to the store and logs
-it, so that the audit log has one way in.
-"""
-
-import logging
 import time
+from collections import deque
 
-from store.access import AuditRecord
+from relay.control import AuditEntry
+from relay.events import EventLog
+from store.operators import AuditRecord
 from store.store import Store
 
-log = logging.getLogger(__name__)
+# Entries kept in memory (and loaded at start-up); older ones stay in the store.
+# Known limit: consoles see only the newest 1000 entries; older ones are kept in
+# the store's audit table but can only be read from the database file.
+AUDIT_MEMORY_ENTRIES = 1000
 
 
-def record(
-    store: Store | None, operator: str, action: str, target: str, detail: str = ""
-) -> AuditRecord:
-    """Add one entry to the audit log (and the event log).
+class AuditLog:
+    """Records operator actions in memory, in the store and in the event log.
 
     Args:
-        store: where the entry is kept; None keeps it in the event log only.
-        operator: who acted: a GitHub login, or "relay" for the relay's own acts.
-        action: what was done, such as "lease.grant" or "lease.revoke".
-        target: what it was done to: an address, a login, a room.
-        detail: anything else worth keeping, in words.
+        store: where entries are written; None keeps them in memory only.
+        events: the event log that also shows each action.
     """
-    entry = AuditRecord(time.time(), operator, action, target, detail)
-    log.info(
-        "audit.recorded",
-        extra={
-            "operator": operator,
-            "action": action,
-            "target": target,
-            "detail": detail,
-        },
-    )
-    if store is not None:
-        store.record_audit(entry)
 
-    return entry
+    def __init__(self, store: Store | None, events: EventLog) -> None:
+        self._store = store
+        self._events = events
+        self._entries: deque[AuditEntry] = deque(maxlen=AUDIT_MEMORY_ENTRIES)
+
+    def load(self, records: list[AuditRecord]) -> None:
+        """Take the newest entries the store kept, oldest first (at start-up)."""
+        self._entries.extend(
+            AuditEntry(r.at, r.operator, r.action, r.target, r.detail) for r in records
+        )
+
+    def record(
+        self,
+        operator: str,
+        action: str,
+        target: str,
+        detail: str = "",
+        *,
+        room: str | None = None,
+        client_id: str | None = None,
+    ) -> AuditEntry:
+        """Record one action and return its entry."""
+        entry = AuditEntry(time.time(), operator, action, target, detail)
+        self._entries.append(entry)
+        if self._store is not None:
+            self._store.save_audit(
+                AuditRecord(entry.at, operator, action, target, detail)
+            )
+
+        text = f"{operator}: {action} {target}" + (f" ({detail})" if detail else "")
+        self._events.record("operator", text, room=room, client_id=client_id)
+        return entry
+
+    def newest(self, limit: int) -> list[AuditEntry]:
+        """Return up to ``limit`` entries, newest first."""
+        entries = list(self._entries)
+        entries.reverse()
+        return entries[: max(limit, 0)]

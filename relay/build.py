@@ -54,6 +54,7 @@ def build_relay(
             store,
             settings.lease_ttl,
             on_revoke=lambda address: _close_address(broadcaster, address),
+            audit=broadcaster.audit,
         )
         leases.restore()
         github = GitHub(settings)

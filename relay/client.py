@@ -42,13 +42,13 @@ class Client:
         self.outbox = outbox
         self.custom: dict[str, Any] = {}
         self.room: Room | None = None
-        self.login: str | None = None
-        """The GitHub login the connection was admitted under (None without
-        login)."""
         self.refusals = 0
         self.errors_sent = 0
         self.is_gone = False
         self.connected_at = time.time()
+        # The GitHub login the connection was admitted under (None without
+        # login); set by the admission, and matched against "login:" bans then.
+        self.login: str | None = None
         # Traffic since the connection opened, sampled by the console for rates:
         # frames handled and their bytes in, frames queued and bytes written out.
         self.frames_in = 0
@@ -101,6 +101,7 @@ _DROP_KINDS = (
     ("lease revoked", "lease_revoked"),
     ("login required", "login_required"),
     ("login refused", "login_refused"),
+    ("banned", "banned"),
 )
 
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from relay import audit
+from relay.audit import AuditLog
 from store.access import LeaseRecord
 from store.store import Store
 
@@ -43,6 +43,7 @@ class LeaseBook:
         ttl: seconds a new lease lasts.
         on_revoke: called with an address whose lease was revoked, to close that
             address's connections.
+        audit: where grants and revocations are recorded (None: nowhere).
         clock: the time, in seconds since the epoch.
     """
 
@@ -51,9 +52,11 @@ class LeaseBook:
         store: Store | None,
         ttl: float,
         on_revoke: Callable[[str], None] = lambda address: None,
+        audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._ttl = ttl
         self._leases: dict[str, LeaseRecord] = {}
         self.on_revoke = on_revoke
@@ -78,12 +81,8 @@ class LeaseBook:
         if self._store is not None:
             self._store.save_lease(lease)
 
-        audit.record(
-            self._store,
-            login,
-            "lease.grant",
-            lease.address,
-            f"via {via}, for {self._ttl:g} s",
+        self._record(
+            login, "lease.grant", lease.address, f"via {via}, for {self._ttl:g} s"
         )
         return lease
 
@@ -122,8 +121,7 @@ class LeaseBook:
         key = normalize_address(address)
         lease = self._leases.get(key)
         self._forget(key)
-        audit.record(
-            self._store,
+        self._record(
             operator,
             "lease.revoke",
             key,
@@ -143,6 +141,15 @@ class LeaseBook:
             self.revoke(lease.address, operator=operator)
 
         return held
+
+    def _record(self, operator: str, action: str, target: str, detail: str) -> None:
+        # "lease.grant" is logged as "lease.granted", "lease.revoke" as "lease.revoked".
+        log.info(
+            action + "ed" if action.endswith("t") else action + "d",
+            extra={"operator": operator, "address": target, "detail": detail},
+        )
+        if self._audit is not None:
+            self._audit.record(operator, action, target, detail)
 
     def _forget(self, address: str) -> None:
         if self._leases.pop(address, None) is not None and self._store is not None:

@@ -3,16 +3,21 @@
 import logging
 import socket
 import time
+from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 
+from relay.admin_server import AdminEndpointError, AdminServer
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.gate import Gate
 from relay.http import HttpSurface
 from relay.leases import LeaseBook
+from relay.local_control import LocalControl
 from relay.session import Session
+from relay.supervision import supervised
+from relay.traffic import TrafficMeter
 from store.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,10 @@ class RelayServer:
         broadcaster: the relay's state (a new one when omitted).
         gate: admits connections when a login is required (None: all are).
         http: the HTTP surface, served alongside (None: no HTTP).
+
+    Attributes:
+        control: the operator's hands on this relay, in-process (its rates are
+            sampled while :meth:`serve` runs).
     """
 
     def __init__(
@@ -49,7 +58,11 @@ class RelayServer:
         self.broadcaster = broadcaster or Broadcaster()
         self.gate = gate
         self.http = http
+        self.traffic = TrafficMeter(self.broadcaster)
+        self.control = LocalControl(self.broadcaster, self.traffic)
         self.port: int | None = None
+        self.admin_socket: Path | None = None
+        """Where consoles attach while the relay serves; None without one."""
         self._listener: socket.socket | None = None
 
     @property
@@ -95,11 +108,22 @@ class RelayServer:
         port = self.bind()
         listener = self._listener
         assert listener is not None
+        admin = await self._open_admin()
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._publish_statistics)
-                tasks.start_soon(self._expire_restored_rooms)
-                tasks.start_soon(self._forget_written)
+                # Supervised: inside the console the relay shares the app's loop,
+                # and a background task's exception would end the whole process.
+                for name, task in (
+                    ("publish_statistics", self._publish_statistics),
+                    ("expire_restored_rooms", self._expire_restored_rooms),
+                    ("forget_written", self._forget_written),
+                    ("sample_traffic", self.traffic.run),
+                ):
+                    tasks.start_soon(supervised, name, task)
+
+                if admin is not None:
+                    tasks.start_soon(self._serve_admin, admin)
+
                 if self.http is not None:
                     await tasks.start(self.http.serve)
 
@@ -147,6 +171,33 @@ class RelayServer:
             return
 
         tasks.start_soon(session.run)
+
+    async def _open_admin(self) -> AdminServer | None:
+        path = self.settings.admin_socket_path()
+        if path is None:
+            return None
+
+        admin = AdminServer(
+            self.control, path, is_default=self.settings.admin_socket is None
+        )
+        try:
+            await admin.open()
+        except AdminEndpointError as exc:
+            # The artists' relay matters more than the console: it keeps serving.
+            log.error("admin.unavailable", extra={"error": str(exc)})
+            self.broadcaster.events.record("error", f"no admin socket: {exc}")
+            return None
+
+        self.admin_socket = path
+        return admin
+
+    async def _serve_admin(self, admin: AdminServer) -> None:
+        try:
+            await admin.serve()
+        except Exception:
+            log.exception("admin.failed")
+        finally:
+            self.admin_socket = None
 
     async def _expire_restored_rooms(self) -> None:
         while (deadline := self.broadcaster.next_grace_deadline()) is not None:

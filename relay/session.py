@@ -39,6 +39,9 @@ READ_CHUNK_BYTES = 128 * 1024
 # frames (the SEND_ERROR that explains why).
 CLOSING_FLUSH_SECONDS = 1.0
 
+# Reads of a refused peer's requests before its connection is closed regardless.
+REFUSAL_READS = 16
+
 # A connection that needs a login must send its first message this soon, and no
 # larger than this: nothing big is read from a peer nobody vouched for.
 ADMISSION_SECONDS = 10.0
@@ -46,12 +49,6 @@ ADMISSION_MAX_PAYLOAD = 64 * 1024
 
 # Seconds GitHub may take to vouch for a token presented over TCP.
 TOKEN_CHECK_SECONDS = 30.0
-
-# After a refusal, what the peer still sends is read and discarded for a moment,
-# so that closing with unread bytes does not reset the connection (a reset can
-# destroy the SEND_ERROR before the peer reads it).
-REFUSAL_DRAIN_SECONDS = 1.0
-REFUSAL_DRAIN_BYTES = 1024 * 1024
 
 
 class Session:
@@ -87,53 +84,78 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
+        try:
+            refusal = await self._admission()
+        except Exception:
+            # Contained, as below: a failing login must not end the relay.
+            log.exception("session.admission_failed", extra={"client_id": client.id})
+            refusal = "internal error: the connection could not be admitted"
+        except BaseException:
+            # Cancelled (the relay is stopping) before the connection was served.
+            anyio.notify_closing(self._sock)
+            self._sock.close()
+            raise
+
+        if refusal is not None:
+            await self._refuse(refusal)
+            return
+
         reason: str | None = None
-        is_connected = False
+        is_drop = False
         try:
             with self._scope:
-                if self._gate is None or await self._admit(self._gate):
-                    self._broadcaster.connect(client)
-                    is_connected = True
-                    reason = await self._serve()
+                self._broadcaster.connect(client)
+                reason = await self._serve()
         except Exception:
+            # Contained here: inside the console the relay shares the app's loop,
+            # and an exception leaving this task would end the whole process.
             log.exception("session.failed", extra={"client_id": client.id})
+            self._broadcaster.events.record(
+                "error", "internal error: connection closed", client_id=client.id
+            )
             reason = "internal error"
+            is_drop = True
         finally:
             # Nothing here awaits, so the cleanup cannot be cancelled halfway.
-            if self._drop_reason is not None and is_connected:
+            if self._drop_reason is not None:
                 reason = self._drop_reason
+                is_drop = True
                 self._broadcaster.count_drop(reason)
                 log.warning(
                     "client.dropped", extra={"client_id": client.id, "reason": reason}
                 )
 
-            if is_connected:
-                self._broadcaster.disconnect(client, reason or self._end_reason)
+            self._close(reason or self._end_reason, is_drop)
 
-            client.outbox.discard()
-            anyio.notify_closing(self._sock)
-            self._sock.close()
-
-    async def _admit(self, gate: Gate) -> bool:
-        """Let the connection in under a lease or a token, or refuse it; the
-        peer is told nothing until then."""
+    async def _admission(self) -> str | None:
+        """Why the connection is refused, or None to serve it (with its login set
+        when one is required). The peer is told nothing until then."""
         client = self.client
-        login = gate.leased_login(client.ip)
-        error: AuthError | None = None
-        if login is None and not gate.begin_admission():
-            error = AuthError("too many connections are waiting to log in; retry")
-        elif login is None:
-            try:
-                login, error = await self._admit_by_token(gate)
-            finally:
-                gate.end_admission()
+        refusal = self._broadcaster.admission_refusal(client)
+        if refusal is not None or self._gate is None:
+            return refusal
 
+        login, error = await self._log_in(self._gate)
         if login is None:
-            await self._refuse(gate.refusal(error))
-            return False
+            return self._gate.refusal(error)
 
         client.login = login
-        return True
+        # Bans by login apply once the login is known.
+        return self._broadcaster.admission_refusal(client)
+
+    async def _log_in(self, gate: Gate) -> tuple[str | None, AuthError | None]:
+        """The login a lease or a presented token admits, or why there is none."""
+        login = gate.leased_login(self.client.ip)
+        if login is not None:
+            return login, None
+
+        if not gate.begin_admission():
+            return None, AuthError("too many connections are waiting to log in; retry")
+
+        try:
+            return await self._admit_by_token(gate)
+        finally:
+            gate.end_admission()
 
     async def _admit_by_token(self, gate: Gate) -> tuple[str | None, AuthError | None]:
         """Read the first message and check the token it presents, if any."""
@@ -188,34 +210,40 @@ class Session:
         return bytes(data)
 
     async def _refuse(self, message: str) -> None:
-        """Send one SEND_ERROR, then close the connection without a reset."""
-        client = self.client
+        """Tell a peer the relay will not serve why, then close the connection."""
+        client_id = self.client.id
         self._broadcaster.count_drop(message)
-        log.warning("client.refused", extra={"client_id": client.id, "reason": message})
-        frame = encode_frame(MessageType.SEND_ERROR, encode_string(message))
-        with anyio.move_on_after(CLOSING_FLUSH_SECONDS):
-            await self._send([frame])
-
+        log.warning("client.refused", extra={"client_id": client_id, "reason": message})
+        self._broadcaster.events.record(
+            "drop", f"refused: {message}", client_id=client_id
+        )
+        sock = self._sock
         try:
-            self._sock.shutdown(socket.SHUT_WR)
+            with anyio.move_on_after(CLOSING_FLUSH_SECONDS):
+                # A few hundred bytes: they fit in a fresh socket's send buffer.
+                sock.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
+                sock.shutdown(socket.SHUT_WR)
+                # Closing with unread bytes would reset the connection, which can
+                # destroy the error before the peer reads it: read until it closes.
+                for _ in range(REFUSAL_READS):
+                    await anyio.wait_readable(sock)
+                    if not sock.recv(READ_CHUNK_BYTES):
+                        break
         except OSError:
-            return
+            pass  # the peer is gone already: nothing left to tell it
+        finally:
+            anyio.notify_closing(sock)
+            sock.close()
 
-        drained = 0
-        with anyio.move_on_after(REFUSAL_DRAIN_SECONDS):
-            while drained < REFUSAL_DRAIN_BYTES:
-                await anyio.wait_readable(self._sock)
-                try:
-                    data = self._sock.recv(64 * 1024)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    return
-
-                if not data:
-                    return
-
-                drained += len(data)
+    def _close(self, reason: str, is_drop: bool) -> None:
+        try:
+            self._broadcaster.disconnect(self.client, reason, is_drop=is_drop)
+        except Exception:
+            log.exception("session.cleanup_failed", extra={"client_id": self.client.id})
+        finally:
+            self.client.outbox.discard()
+            anyio.notify_closing(self._sock)
+            self._sock.close()
 
     def _drop(self, reason: str) -> None:
         if self._drop_reason is None:

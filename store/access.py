@@ -1,5 +1,5 @@
-"""Rows of who may connect and what operators did: address leases and the audit
-log. Plain functions over one connection, like :mod:`store.repository`."""
+"""Rows of who may connect: the address leases GitHub logins grant. Plain
+functions over one connection, like :mod:`store.repository`."""
 
 from dataclasses import dataclass
 
@@ -16,17 +16,6 @@ class LeaseRecord:
     expires_at: float
     via: str
     """How it was granted: "browser", "device" or an operator's action."""
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One grant, revocation or operator action, as the audit log keeps it."""
-
-    at: float
-    operator: str
-    action: str
-    target: str
-    detail: str
 
 
 def save_lease(db: sqlite_utils.Database, lease: LeaseRecord) -> None:
@@ -51,22 +40,3 @@ def load_leases(db: sqlite_utils.Database, now: float) -> list[LeaseRecord]:
         [now],
     ).fetchall()
     return [LeaseRecord(*row) for row in rows]
-
-
-def insert_audit(db: sqlite_utils.Database, entry: AuditRecord) -> None:
-    """Append one entry to the audit log."""
-    db.execute(
-        "INSERT INTO audit_log (at, operator, action, target, detail) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [entry.at, entry.operator, entry.action, entry.target, entry.detail],
-    )
-
-
-def load_audit(db: sqlite_utils.Database, limit: int) -> list[AuditRecord]:
-    """Return the newest ``limit`` entries, newest first."""
-    rows = db.execute(
-        "SELECT at, operator, action, target, detail FROM audit_log "
-        "ORDER BY id DESC LIMIT ?",
-        [limit],
-    ).fetchall()
-    return [AuditRecord(*row) for row in rows]

@@ -22,17 +22,12 @@ from typing import IO, Any
 
 import sqlite_utils
 
-from store.access import (
-    AuditRecord,
-    LeaseRecord,
-    delete_lease,
-    insert_audit,
-    load_leases,
-)
+from store.access import LeaseRecord, delete_lease, load_leases
 from store.errors import Conflict, NotFound, StoreError
+from store.operators import AuditRecord, save_audit
 from store.repository import (
     ROOM_ATTRIBUTE_ORDER,
-    Blob,
+    CommandRow,
     RoomRecord,
     delete_room,
     history_statistics,
@@ -266,7 +261,7 @@ class AdminStore:
                     raise NotFound(f"no lease for address {address} in {self.path}")
 
                 delete_lease(self._db, address)
-                insert_audit(
+                save_audit(
                     self._db,
                     AuditRecord(
                         now,
@@ -322,7 +317,7 @@ class AdminStore:
             created_at=time.time(),
         )
         save_room(self._db, record)
-        batch: list[tuple[int, int, int, int, Blob]] = []
+        batch: list[CommandRow] = []
         batch_bytes = 0
         command_count = 0
         byte_size = 0
@@ -330,7 +325,7 @@ class AdminStore:
         # raises here, and the transaction is rolled back.
         for frame in iter_room_file_frames(path, max_frame_bytes):
             kind = FRAME_HEADER.unpack_from(frame)[2]
-            batch.append((seq, room_id, kind, len(frame), frame))
+            batch.append((seq, room_id, kind, len(frame), frame, None, None))
             seq += 1
             batch_bytes += len(frame)
             command_count += 1

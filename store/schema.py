@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -51,7 +51,39 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
     db.table("commands").create_index(["room_id", "seq"], if_not_exists=True)
 
 
-def _create_version_2(db: sqlite_utils.Database) -> None:
+def _add_operator_records(db: sqlite_utils.Database) -> None:
+    # Who sent each command and when, for the operator's history view; commands
+    # stored before this step have neither (NULL).
+    commands = db.table("commands")
+    columns = commands.columns_dict
+    if "sender" not in columns:
+        commands.add_column("sender", str)
+
+    if "at" not in columns:
+        commands.add_column("at", float)
+
+    db.table("audit").create(
+        {
+            "id": int,
+            "at": float,
+            "operator": str,
+            "action": str,
+            "target": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "operator", "action", "target", "detail"},
+        if_not_exists=True,
+    )
+    db.table("bans").create(
+        {"subject": str, "until": float, "reason": str, "operator": str},
+        pk="subject",
+        not_null={"until", "reason", "operator"},
+        if_not_exists=True,
+    )
+
+
+def _add_leases(db: sqlite_utils.Database) -> None:
     # One lease per address: a new login from an address replaces the old lease.
     db.table("leases").create(
         {
@@ -65,26 +97,14 @@ def _create_version_2(db: sqlite_utils.Database) -> None:
         not_null={"login", "granted_at", "expires_at", "via"},
         if_not_exists=True,
     )
-    db.table("audit_log").create(
-        {
-            "id": int,
-            "at": float,
-            "operator": str,
-            "action": str,
-            "target": str,
-            "detail": str,
-        },
-        pk="id",
-        not_null={"at", "operator", "action", "target", "detail"},
-        if_not_exists=True,
-    )
 
 
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_version_1,
-    _create_version_2,
+    _add_operator_records,
+    _add_leases,
 ]
 
 

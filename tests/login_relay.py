@@ -63,6 +63,8 @@ def login_settings(data_dir: Path, **overrides: Any) -> Settings:
         "github_client_id": CLIENT_ID,
         "github_client_secret": CLIENT_SECRET,
         "allow_users": frozenset({"alice"}),
+        # The admin socket has tests of its own.
+        "admin_socket": "off",
     }
     return Settings(**{**values, **overrides})
 

@@ -1,12 +1,14 @@
 """Which TCP connections a relay with login lets in, and what the others see."""
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from relay.control import Ban
 from relay.gate import MAX_PENDING_ADMISSIONS
 from relay.messages import MessageType
 from relay.protocol import HEADER, encode_json
@@ -182,10 +184,7 @@ async def test_revoking_a_lease_closes_its_connections(
     await again.send(MessageType.CLIENT_ID)
     refused = await again.expect_closed()
     await again.aclose()
-    store = login_relay.server.broadcaster.store
-    assert store is not None
-    assert store.journal.flush(timeout=5)
-    audit = await store.audit_log(10)
+    audit = login_relay.server.broadcaster.audit.newest(2)
 
     assert revoked is not None and revoked.login == "alice"
     assert [f.kind for f in refused] == [MessageType.SEND_ERROR]
@@ -242,3 +241,21 @@ async def test_too_many_waiting_connections_are_refused_at_once(
             await client.aclose()
 
     assert "too many connections" in error_text(frames[0])
+
+
+async def test_banned_login_is_refused_even_with_a_lease(
+    login_relay: LoginRelay,
+) -> None:
+    """A ban on a GitHub login refuses that login's connections once the
+    admission knows who they are, lease or not."""
+    await log_in(login_relay)
+    login_relay.server.broadcaster.bans.add(
+        Ban("login:alice", time.time() + 60, "testing bans", "op-carol")
+    )
+
+    client = await login_relay.connect()
+    await client.send(MessageType.CLIENT_ID)
+    frames = await client.expect_closed()
+    await client.aclose()
+
+    assert "banned from this relay" in error_text(frames[0])
