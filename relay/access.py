@@ -30,6 +30,9 @@ class AccessPolicy:
         """Tell whether a GitHub login is one of the relay's operators."""
         return login.lower() in self._operators
 
+    # Known limit: membership is checked when a lease is granted, so someone who
+    # leaves an allowed organisation keeps their lease until it expires or an
+    # operator revokes it.
     async def admit(self, token: str) -> str:
         """Return the login of the token's user if this relay lets them in.
 

@@ -102,6 +102,8 @@ _DROP_KINDS = (
     ("login required", "login_required"),
     ("login refused", "login_refused"),
     ("banned", "banned"),
+    ("kicked", "kicked"),
+    ("room ", "room_deleted"),
 )
 
 

@@ -46,6 +46,9 @@ class Gate:
         self._limiter = limiter
         self._pending = 0
 
+    # Known limit: the lease is checked when a connection opens, so a connection
+    # outlives the lease it came in under (revoking a lease closes it, expiry
+    # does not).
     def leased_login(self, ip: str) -> str | None:
         """The login whose lease covers ``ip``, if one does."""
         lease = self.leases.find(ip)

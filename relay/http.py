@@ -94,7 +94,7 @@ def create_app(
     """The Starlette application of the HTTP surface.
 
     Args:
-        settings: the public address (for cookies) and the lease time.
+        settings: the public address (whether cookies need HTTPS).
         collector: the relay's metrics.
         readiness: named checks; ready means every one returns None.
         login: the login machinery, or None when login is off.
@@ -382,6 +382,8 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+# Known limit: the surface speaks plain HTTP only (no TLS), and it cannot sit
+# behind a TLS-terminating proxy since leases bind the address it sees.
 class HttpSurface:
     """The HTTP listener.
 

@@ -78,6 +78,8 @@ class DeviceAnswer:
     lease: LeaseRecord | None = None
 
 
+# Known limit: logins in progress live in memory, so one begun before a restart
+# must be started again after it.
 class LoginService:
     """Runs logins and grants leases.
 

@@ -9,6 +9,8 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 
+# Known limit: counts live in this process's memory, so a restart forgets them and
+# the nodes of a cluster count separately.
 class AddressLimiter:
     """Allows each address ``per_minute`` requests in any sixty seconds.
 

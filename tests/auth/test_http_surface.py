@@ -10,6 +10,7 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.client import drop_kind
 from relay.logs import QUIETED_LOGGERS, JsonEventFormatter, configure_logging
 from relay.messages import MessageType
 from relay.protocol import encode_json
@@ -276,3 +277,26 @@ async def test_callback_without_code_or_with_github_error(
     assert cancelled.status_code == 400
     assert "access_denied" in cancelled.text
     assert lease.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("backpressure: a 10-byte frame would exceed ...", "backpressure"),
+        ("send stalled: no progress for 60 s", "send_stalled"),
+        ("a partial frame got no bytes for 120 s", "frame_timeout"),
+        ("frame too large: frame declares 9 payload bytes", "frame_too_large"),
+        ("replaced by a new connection from the same address", "replaced"),
+        ("lease revoked by an operator", "lease_revoked"),
+        ("login required: this relay needs a GitHub login", "login_required"),
+        ("login refused: the GitHub account 'x' is not allowed", "login_refused"),
+        ("banned from this relay until 2027-01-01T00:00:00+00:00 (x)", "banned"),
+        ("kicked by operator olga", "kicked"),
+        ("room 'scene' deleted by operator olga", "room_deleted"),
+        ("something new", "other"),
+    ],
+)
+def test_drop_reasons_fall_into_few_kinds(reason: str, kind: str) -> None:
+    """Every reason the relay ends a connection for is counted under one of a
+    few fixed kinds, so that the metric's labels stay few."""
+    assert drop_kind(reason) == kind
