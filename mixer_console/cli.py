@@ -94,7 +94,7 @@ def _run_admin(
             )
 
         if arguments.command == "login":
-            return login_cli.run(arguments, sys.stdout)
+            return login_cli.run(arguments, sys.stdout, sys.stderr)
 
         return admin_cli.run(arguments)
     finally:

@@ -50,11 +50,12 @@ def add_command(commands: "argparse._SubParsersAction[Any]") -> None:
     )
 
 
-def run(arguments: argparse.Namespace, out: TextIO) -> int:
-    """Run ``login``; returns the exit status."""
+def run(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run ``login``, telling the person on ``out`` (and ``err`` for bad usage);
+    returns the exit status."""
     relay = str(arguments.relay).rstrip("/")
     if not relay.startswith(("http://", "https://")):
-        out.write(f"mixer-console: --relay must be an http(s) address: {relay}\n")
+        err.write(f"mixer-console: --relay must be an http(s) address: {relay}\n")
         return EXIT_USAGE
 
     return anyio.run(device_login, relay, out)
