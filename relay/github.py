@@ -203,6 +203,9 @@ class GitHub:
         Raises:
             LoginFailed: GitHub does not accept the token, or is unreachable.
         """
+        if not is_plausible_token(token):
+            raise LoginFailed("this is not a GitHub token")
+
         async with self._client(token) as client:
             with _translated("GitHub could not say who this is"):
                 response = await client.get(self._api_url + "/user")
@@ -244,6 +247,22 @@ class GitHub:
             )
 
         return body.get("state") == "active"
+
+
+# GitHub's tokens are short printable ASCII strings without spaces; 255
+# characters leaves room for every format it has used.
+MAX_TOKEN_CHARS = 255
+
+
+def is_plausible_token(token: str) -> bool:
+    """Tell whether ``token`` could be a GitHub token at all (anything else could
+    not even travel in an HTTP header)."""
+    return (
+        0 < len(token) <= MAX_TOKEN_CHARS
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+    )
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Which TCP connections a relay with login lets in, and what the others see."""
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -259,3 +260,27 @@ async def test_banned_login_is_refused_even_with_a_lease(
     await client.aclose()
 
     assert "banned from this relay" in error_text(frames[0])
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["gho_\r\nInjected: yes", "gho_é", "x" * 60_000, " ", ""],
+    ids=["header-injection", "non-ascii", "huge", "blank", "empty"],
+)
+async def test_malformed_token_is_refused_cleanly(
+    login_relay: LoginRelay, caplog: pytest.LogCaptureFixture, token: str
+) -> None:
+    """A token that could not even travel in an HTTP header is refused with
+    SEND_ERROR like any unknown token, without asking GitHub, and logs no
+    error."""
+    script = await login_relay.connect(local_host=OTHER_ADDRESS)
+    await script.send(
+        MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES, encode_json({"mixer_token": token})
+    )
+    frames = await script.expect_closed()
+    await script.aclose()
+
+    assert [frame.kind for frame in frames] == [MessageType.SEND_ERROR]
+    assert "login" in error_text(frames[0])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "github.unreachable" not in caplog.text
