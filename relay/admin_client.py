@@ -169,6 +169,11 @@ class AdminClient:
                 raise ConnectionError(
                     f"cannot use the relay at {self.path}: {_describe(exc)}"
                 ) from exc
+            except BaseException:
+                # Cancelled mid-request: the answer would arrive for nobody and
+                # be taken for the next request's.
+                self._forget_connection()
+                raise
 
             return self._result_of(method, request_id, answer)
 
@@ -176,6 +181,7 @@ class AdminClient:
         self, method: str, request_id: object, answer: dict[str, Any]
     ) -> Any:
         if answer.get("id") != request_id:
+            self._forget_connection()
             raise ConnectionError(
                 f"the relay answered request {answer.get('id')!r} to request "
                 f"{request_id!r}"

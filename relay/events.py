@@ -13,6 +13,8 @@ from itertools import islice
 from relay.control import RelayEvent
 
 # Events kept; older ones fall out of the ring.
+# Known limit: a console that polls less often than 5000 events happen misses the
+# ones that fell out of the ring, with no marker of the gap.
 EVENT_LOG_CAPACITY = 5000
 
 
