@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 
 from relay.admin_protocol import (
-    MAX_LINE_BYTES,
+    MAX_ANSWER_BYTES,
     AdminProtocolError,
     check_hello,
     decode_line,
@@ -157,7 +157,7 @@ class AdminClient:
                 stream = await self._connected()
                 with anyio.fail_after(self._request_seconds):
                     await stream.send(encode_line(request))
-                    answer = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+                    answer = decode_line(await stream.receive_line(MAX_ANSWER_BYTES))
             except (
                 OSError,
                 EOFError,
@@ -207,7 +207,7 @@ class AdminClient:
         with anyio.fail_after(CONNECT_SECONDS):
             stream = await LineSocket.connect_unix(str(self.path))
             try:
-                greeting = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+                greeting = decode_line(await stream.receive_line(MAX_ANSWER_BYTES))
                 error = greeting.get("error")
                 if isinstance(error, dict):
                     raise ConnectionRefusedError(str(error.get("message")))

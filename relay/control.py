@@ -116,6 +116,9 @@ class CommandDetail:
     """The path string the payload starts with, for types that have one."""
     head: bytes
     """The first bytes of the frame, header included, for a hex view."""
+    command_id: int = 0
+    """The header's command id, as the sender set it (added with the operator
+    actions; the header's other fields are ``summary.size`` and ``summary.type``)."""
 
 
 @dataclass(frozen=True)

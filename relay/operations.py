@@ -23,6 +23,7 @@ from relay.control import (
     OperationRefused,
 )
 from relay.history import History, LastCommand
+from relay.protocol import HEADER
 from relay.room import Room
 from relay.room_history import (
     STORE_WAIT_SECONDS,
@@ -147,7 +148,10 @@ class Operations:
 
         record = records[0]
         return CommandDetail(
-            summary_of(index, record), leading_path(record), record.head[:HEAD_BYTES]
+            summary_of(index, record),
+            leading_path(record),
+            record.head[:HEAD_BYTES],
+            command_id=HEADER.unpack_from(record.head)[1],
         )
 
     async def fork_room(
