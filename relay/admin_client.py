@@ -1,10 +1,11 @@
 """RelayControl over the admin socket: the console attached to a relay running
 elsewhere in the machine (see :mod:`relay.admin_protocol`).
 
-The client connects on its first call, and again on the first call after the
-relay went away: a console keeps calling ``snapshot`` and so reconnects by
-itself once the relay is back. While the relay cannot be reached every call
-raises ``ConnectionError``.
+The client connects on its first call. A call that finds its connection closed
+by the relay connects again first, so a console that keeps calling ``snapshot``
+follows a relay restart by itself; while no relay answers, every call raises
+``ConnectionError``. A request is never sent twice: one whose answer was lost
+(the relay stopped while working on it) raises ``ConnectionError`` too.
 """
 
 import itertools
@@ -201,6 +202,11 @@ class AdminClient:
             raise ConnectionError(str(exc)) from exc
 
     async def _connected(self) -> LineSocket:
+        if self._stream is not None and self._stream.is_closed_by_peer():
+            # The relay went away since the last call (and may be back): a new
+            # connection, rather than a request sent to nobody.
+            self._forget_connection()
+
         if self._stream is not None:
             return self._stream
 

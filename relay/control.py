@@ -84,6 +84,9 @@ class RelayEvent:
     """One line of the console's event log."""
 
     seq: int
+    """Consecutive within one run of the relay, and greater than every number of
+    its previous runs (a run starts from its start time in microseconds), so
+    ``events(after=last seen)`` is right across a relay restart too."""
     at: float
     kind: str
     """"connect", "disconnect", "join", "leave", "drop", "error", "room" or
