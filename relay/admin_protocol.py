@@ -124,6 +124,8 @@ def decode_line(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AdminProtocolError(f"not a JSON line: {exc}") from exc
+    except RecursionError as exc:
+        raise AdminProtocolError("the JSON is nested too deeply") from exc
 
     if not isinstance(message, dict):
         raise AdminProtocolError(

@@ -27,6 +27,7 @@ from relay.protocol import HEADER
 from relay.room import Room
 from relay.room_history import (
     STORE_WAIT_SECONDS,
+    Prefix,
     check_unchanged,
     leading_path,
     read_page,
@@ -121,10 +122,12 @@ class Operations:
     async def history_page(self, name: str, start: int, count: int) -> HistoryPage:
         """Commands ``start`` to ``start + count - 1`` of a room (from 1)."""
         room = self._room(name)
-        if start < 1 or not 0 <= count <= MAX_PAGE_COMMANDS:
+        last_start = len(room.history) + 1
+        if not (1 <= start <= last_start and 0 <= count <= MAX_PAGE_COMMANDS):
             raise OperationRefused(
-                f"a page starts at 1 or later and holds 0 to {MAX_PAGE_COMMANDS} "
-                f"commands (asked: start {start}, count {count})"
+                f"a page of room {name!r} starts at 1 to {last_start} and holds 0 "
+                f"to {MAX_PAGE_COMMANDS} commands (asked: start {start}, count "
+                f"{count})"
             )
 
         total, records = await read_page(
@@ -186,35 +189,7 @@ class Operations:
         if store is None:
             fork.history.copy_entries(list(room.history.recent)[:index])
         elif prefix.last is not None:
-            # Copied inside the database, after everything queued before it, so
-            # the copy holds exactly the commands measured (none was removed).
-            first_seq = store.allocate_seqs(index)
-            store.save_room(fork.record())
-            store.copy_history(room.store_id, prefix.last.seq, store_id, first_seq)
-            broadcaster.reserved_names.add(new_name)
-            try:
-                is_written = await store.wait_written(STORE_WAIT_SECONDS)
-            finally:
-                broadcaster.reserved_names.discard(new_name)
-
-            if not is_written:
-                store.delete_room(store_id)
-                raise OperationRefused(
-                    f"the store did not write the fork within {STORE_WAIT_SECONDS:g} s"
-                    " (it is behind or degraded); nothing was created"
-                )
-
-            last = prefix.last
-            fork.history = History(
-                room.history.sequence,
-                store,
-                store_id,
-                command_count=index,
-                byte_size=prefix.byte_size,
-                last=LastCommand(
-                    first_seq + index - 1, last.kind, last.merge_key, last.size
-                ),
-            )
+            fork.history = await self._copy_in_store(room, fork, prefix)
 
         # Known limit: a fork without keep_open that nobody joins stays until the
         # relay restarts (rooms are otherwise deleted when their last member leaves).
@@ -225,6 +200,47 @@ class Operations:
             name,
             f"first {index} commands into {new_name!r}",
             room=new_name,
+        )
+
+    async def _copy_in_store(self, room: Room, fork: Room, prefix: Prefix) -> History:
+        """Copy the prefix of ``room`` into ``fork``'s new rows, inside the
+        database; return the fork's history once the store has written it.
+
+        Raises:
+            OperationRefused: the store did not write the copy in time; nothing
+                of the fork is kept.
+        """
+        broadcaster = self._broadcaster
+        store = broadcaster.store
+        last = prefix.last
+        assert store is not None and last is not None
+        # Queued after everything before it, so the copy holds exactly the
+        # commands measured (none was removed since, see check_unchanged).
+        first_seq = store.allocate_seqs(prefix.count)
+        store.save_room(fork.record())
+        store.copy_history(room.store_id, last.seq, fork.store_id, first_seq)
+        broadcaster.reserved_names.add(fork.name)
+        try:
+            is_written = await store.wait_written(STORE_WAIT_SECONDS)
+        finally:
+            broadcaster.reserved_names.discard(fork.name)
+
+        if not is_written:
+            store.delete_room(fork.store_id)
+            raise OperationRefused(
+                f"the store did not write the fork within {STORE_WAIT_SECONDS:g} s "
+                "(it is behind or degraded); nothing was created"
+            )
+
+        return History(
+            room.history.sequence,
+            store,
+            fork.store_id,
+            command_count=prefix.count,
+            byte_size=prefix.byte_size,
+            last=LastCommand(
+                first_seq + prefix.count - 1, last.kind, last.merge_key, last.size
+            ),
         )
 
     async def rewind_room(self, name: str, index: int, operator: str) -> None:

@@ -255,6 +255,7 @@ async def test_malformed_unknown_and_huge_requests(
     cases = [
         (b"this is not json\n", "bad_request", "not a JSON line"),
         (b"[1, 2]\n", "bad_request", "a message is a JSON object, not list"),
+        (b"[" * 200_000 + b"\n", "bad_request", "nested too deeply"),
         (b'{"method": "snapshot"}\n', "bad_request", "a request needs an id"),
         (b'{"id": 1, "method": "reboot"}\n', "bad_request", "unknown method 'reboot'"),
         (

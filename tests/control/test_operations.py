@@ -187,7 +187,9 @@ async def test_history_requests_out_of_range_are_refused(
         (relay.control.command("studio", 4), "index 4 is out of range"),
         (relay.control.command("studio", 0), "index 0 is out of range"),
         (relay.control.command("nowhere", 1), "no room named 'nowhere'"),
-        (relay.control.history_page("studio", 0, 10), "a page starts at 1"),
+        (relay.control.history_page("studio", 0, 10), "starts at 1 to 4"),
+        (relay.control.history_page("studio", 2**70, 10), "starts at 1 to 4"),
+        (relay.control.history_page("studio", 1, 5000), "holds 0 to 1000"),
         (relay.control.fork_room("studio", 9, "b", operator=OPERATOR), "out of range"),
         (
             relay.control.fork_room("studio", 1, "studio", operator=OPERATOR),
@@ -212,6 +214,14 @@ async def test_history_requests_out_of_range_are_refused(
             "must be absolute",
         ),
     ]
+    cases.append(
+        (
+            relay.control.export_room(
+                "studio", Path("/nonexistent/dir/s.mixer"), operator=OPERATOR
+            ),
+            "cannot write room file /nonexistent/dir/s.mixer",
+        )
+    )
     for call, message in cases:
         with pytest.raises(OperationRefused, match=message):
             await call
