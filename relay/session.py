@@ -9,6 +9,7 @@ one ``sendmsg`` call: frames shared by many receivers are never joined or copied
 
 import logging
 import socket
+import time
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -327,8 +328,11 @@ class Session:
                         },
                     )
 
+            # One clock reading per read, not per frame: the time is for the
+            # operator's history view, and the hot path stays cheap.
+            received_at = time.time()
             for frame in frames:
-                self._broadcaster.handle(self.client, frame)
+                self._broadcaster.handle(self.client, frame, received_at)
 
             await checkpoint()
 
