@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.build import build_relay
 from relay.client import drop_kind
+from relay.config import Settings
 from relay.logs import QUIETED_LOGGERS, JsonEventFormatter, configure_logging
 from relay.messages import MessageType
+from relay.metrics import ClusterStatus
 from relay.protocol import encode_json
+from relay.server import open_store
 from tests.fake_github import CLIENT_SECRET
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
 from tests.mixer_client import room_command
@@ -300,3 +305,40 @@ def test_drop_reasons_fall_into_few_kinds(reason: str, kind: str) -> None:
     """Every reason the relay ends a connection for is counted under one of a
     few fixed kinds, so that the metric's labels stay few."""
     assert drop_kind(reason) == kind
+
+
+async def test_cluster_hook_counts_for_readiness_and_metrics(tmp_path: Path) -> None:
+    """A relay given a cluster probe reports Raft role and commit index in
+    /metrics, and is not ready while the cluster has no quorum."""
+    status = ClusterStatus(role="leader", commit_index=41, has_quorum=True)
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        http_port=0,
+        data_dir=tmp_path / "data",
+        admin_socket="off",
+    )
+    store = open_store(settings)
+    server = build_relay(settings, store, cluster=lambda: status)
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(server.serve)
+            assert server.http is not None
+            base = f"http://127.0.0.1:{server.http.port}"
+            async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
+                ready = await http.get("/readyz")
+                values = samples((await http.get("/metrics")).text)
+                status = ClusterStatus(
+                    role="follower", commit_index=41, has_quorum=False
+                )
+                lost = await http.get("/readyz")
+
+            tasks.cancel_scope.cancel()
+    finally:
+        assert store.close(timeout=10)
+
+    assert ready.status_code == 200
+    assert values[("mixer_raft_role", (("role", "leader"),))] == 1
+    assert values[("mixer_raft_commit_index", ())] == 41
+    assert lost.status_code == 503
+    assert lost.json()["checks"]["cluster"] == "no quorum"
