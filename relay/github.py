@@ -36,6 +36,11 @@ SCOPE = "read:org"
 # Seconds any one request to GitHub may take.
 REQUEST_TIMEOUT = 10.0
 
+USER_AGENT = "mixer-console"
+
+# What GitHub's REST API asks its clients to accept.
+_API = {"Accept": "application/vnd.github+json"}
+
 # The interval GitHub's device flow uses when it names none (RFC 8628, 3.5).
 DEFAULT_DEVICE_INTERVAL = 5
 
@@ -108,6 +113,8 @@ class GitHub:
             token={"access_token": token, "token_type": "bearer"} if token else None,
             timeout=REQUEST_TIMEOUT,
             verify=self._tls,
+            # GitHub's API refuses requests without a User-Agent.
+            headers={"User-Agent": USER_AGENT},
         )
 
     async def authorization_url(self, state: str, code_verifier: str) -> str:
@@ -208,7 +215,7 @@ class GitHub:
 
         async with self._client(token) as client:
             with _translated("GitHub could not say who this is"):
-                response = await client.get(self._api_url + "/user")
+                response = await client.get(self._api_url + "/user", headers=_API)
 
             if response.status_code in (401, 403):
                 raise LoginFailed("GitHub does not accept this token")
@@ -233,7 +240,7 @@ class GitHub:
         url = f"{self._api_url}/user/memberships/orgs/{quote(org, safe='')}"
         async with self._client(token) as client:
             with _translated("GitHub could not list the memberships"):
-                response = await client.get(url)
+                response = await client.get(url, headers=_API)
 
             # 404: not a member; 403: the org restricts what apps may see.
             if response.status_code in (403, 404):

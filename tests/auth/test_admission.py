@@ -197,12 +197,12 @@ async def test_revoking_a_lease_closes_its_connections(
 
 async def test_lease_expires(tmp_path: Path) -> None:
     """A lease lets its address in until its time is up, not after."""
-    settings = login_settings(tmp_path / "data", lease_ttl=1.0)
+    settings = login_settings(tmp_path / "data", lease_ttl=3.0)
     async with running_login_relay(settings) as relay:
         await log_in(relay)
         early = await relay.connect()
         await early.handshake()
-        await anyio.sleep(1.2)
+        await anyio.sleep(3.2)
         late = await relay.connect()
         await late.send(MessageType.CLIENT_ID)
         frames = await late.expect_closed()
