@@ -14,6 +14,7 @@ import anyio
 
 from mixer_console import admin_cli
 from relay.broadcaster import Broadcaster
+from relay.cluster import open_cluster
 from relay.config import Settings
 from relay.errors import ConfigError
 from relay.logs import configure_logging
@@ -126,8 +127,22 @@ def _run(arguments: argparse.Namespace) -> int:
         sys.stderr.write(f"mixer-console: {exc}\n")
         return EXIT_STORE
 
+    cluster = None
     try:
-        broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
+        if settings.is_clustered:
+            cluster = open_cluster(settings, store)
+    except StoreError as exc:
+        log.error("raft.unavailable", extra={"error": str(exc)})
+        sys.stderr.write(f"mixer-console: {exc}\n")
+        store.close(timeout=STORE_CLOSE_SECONDS)
+        return EXIT_STORE
+
+    try:
+        broadcaster = Broadcaster(
+            store,
+            settings.store_max_unwritten_bytes,
+            cluster.link if cluster is not None else None,
+        )
         broadcaster.restore(settings.room_grace)
         server = RelayServer(settings, broadcaster)
         try:
@@ -145,6 +160,9 @@ def _run(arguments: argparse.Namespace) -> int:
 
         anyio.run(run_headless, server, mode)
     finally:
+        if cluster is not None:
+            cluster.close()
+
         is_flushed = store.close(timeout=STORE_CLOSE_SECONDS)
 
     log.info("relay.stopped", extra={"store_flushed": is_flushed})
@@ -166,6 +184,7 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                     "mode": mode,
                     "store": str(settings.data_dir),
                     "rooms": len(server.broadcaster.rooms),
+                    "cluster": settings.raft_self or "none: a single node",
                 },
             )
             async for signum in signals:

@@ -119,9 +119,18 @@ class History:
         """Bytes of commands held in memory (those the store has not written)."""
         return sum(len(entry.wire) for entry in self._recent)
 
-    def append(self, frame: Frame) -> None:
+    def attach(self, room_id: int) -> None:
+        """Set the room's id in the store (a clustered room learns it on commit)."""
+        self._room_id = room_id
+
+    def append(self, frame: Frame, seq: int | None = None) -> None:
         """Store a room command, replacing the newest entry when the merge rule
-        says so: a type in 201-998 whose leading string equals the newest's."""
+        says so: a type in 201-998 whose leading string equals the newest's.
+
+        Args:
+            frame: the command.
+            seq: its number, when the store numbered it already (clustered).
+        """
         kind = frame.kind
         wire = frame.wire
         merge_key = leading_string(frame.payload) if is_mergeable(kind) else None
@@ -134,7 +143,9 @@ class History:
         ):
             self._remove_newest(last)
 
-        seq = self._sequence()
+        if seq is None:
+            seq = self._sequence()
+
         self._recent.append(HistoryEntry(seq, wire))
         self._last = LastCommand(seq, kind, merge_key, len(wire))
         self._count += 1

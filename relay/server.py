@@ -68,6 +68,10 @@ class RelayServer:
                 tasks.start_soon(self._publish_statistics)
                 tasks.start_soon(self._expire_restored_rooms)
                 tasks.start_soon(self._forget_written)
+                cluster = self.broadcaster.cluster
+                if cluster is not None:
+                    await tasks.start(cluster.run, self.broadcaster)
+
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:

@@ -48,10 +48,14 @@ class Session:
         self._broadcaster = broadcaster
         self._settings = settings
         self._scope = anyio.CancelScope()
+        self._read_scope = anyio.CancelScope()
         self._drop_reason: str | None = None
+        self._closing_reason: str | None = None
         # What ended the session when nothing inside it did: the relay stopping.
         self._end_reason = "relay stopping"
-        self.client = Client(ip, port, Outbox(settings.client_buffer_bytes), self._drop)
+        self.client = Client(
+            ip, port, Outbox(settings.client_buffer_bytes), self._drop, self._close
+        )
 
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
@@ -83,6 +87,12 @@ class Session:
 
         self._scope.cancel()
 
+    def _close(self, reason: str) -> None:
+        if self._closing_reason is None:
+            self._closing_reason = reason
+
+        self._read_scope.cancel()
+
     def _end(self, reason: str) -> None:
         self._end_reason = reason
         self._scope.cancel()
@@ -91,7 +101,14 @@ class Session:
         async with anyio.create_task_group() as tasks:
             writer_done = anyio.Event()
             tasks.start_soon(self._write_loop, writer_done)
-            reason, must_flush = await self._read_loop()
+            outcome = ("", False)
+            with self._read_scope:
+                outcome = await self._read_loop()
+
+            if self._closing_reason is not None:
+                outcome = (self._closing_reason, True)
+
+            reason, must_flush = outcome
             if must_flush:
                 self.client.outbox.close()
                 with anyio.move_on_after(CLOSING_FLUSH_SECONDS):

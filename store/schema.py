@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -51,9 +51,31 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
     db.table("commands").create_index(["room_id", "seq"], if_not_exists=True)
 
 
+def _create_version_2(db: sqlite_utils.Database) -> None:
+    # What a clustered node needs to apply the Raft log exactly once: the index
+    # of the last applied entry, the ids of recent entries (a retried proposal
+    # can be committed twice), and the parts of large commands not yet complete.
+    db.table("raft_applied").create(
+        {"id": int, "raft_index": int}, pk="id", if_not_exists=True
+    )
+    db.table("raft_entries").create(
+        {"entry_id": str, "raft_index": int}, pk="entry_id", if_not_exists=True
+    )
+    db.table("raft_entries").create_index(["raft_index"], if_not_exists=True)
+    db.table("raft_parts").create(
+        {"command_key": str, "part": int, "data": bytes},
+        pk=("command_key", "part"),
+        not_null={"data"},
+        if_not_exists=True,
+    )
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_version_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_version_1,
+    _create_version_2,
+]
 
 
 def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
