@@ -27,7 +27,7 @@ from anyio.from_thread import BlockingPortal
 
 from relay.config import Settings
 from relay.protocol import Wire
-from store.apply import Applied, AppliedEntry
+from store.apply import ABANDON, Applied, AppliedEntry
 from store.replication import (
     ENTRY_BYTES,
     ClusterStatus,
@@ -51,6 +51,8 @@ RESUBMIT_SECONDS = 2.0
 RETRY_DELAY_SECONDS = 0.2
 GIVE_UP_SECONDS = 10.0
 WATCH_INTERVAL = 0.1
+# How long the quorum must stay lost before clients are told and closed.
+QUORUM_GRACE_SECONDS = 1.0
 
 
 class ClusterReceiver(Protocol):
@@ -79,7 +81,7 @@ class PendingEntry:
 
 @dataclass(frozen=True, slots=True)
 class _Failure:
-    entry_id: str
+    number: int
     code: int
 
 
@@ -107,11 +109,16 @@ class ClusterLink:
     def __init__(self, node_id: str, store: Store) -> None:
         self.node_id = node_id
         self._replica: Replica | None = None
-        self._entry_prefix = f"{node_id}/{uuid.uuid4().hex[:12]}/"
-        self._counter = itertools.count(1)
+        # A new stream at every start: numbers then never collide with those
+        # of an earlier run of this node still in the log.
+        self._stream = f"{node_id}/{uuid.uuid4().hex[:12]}"
+        self._numbers = itertools.count(1)
         self._batch = _Batch()
         self._batch_ready = anyio.Event()
-        self._pending: dict[str, PendingEntry] = {}
+        self._pending: dict[int, PendingEntry] = {}
+        self._abandoning: dict[int, float] = {}
+        self._leader: str | None = None
+        self._quorum_lost_at: float | None = None
         self._pending_bytes = 0
         # Filled on pysyncobj's thread, drained on the event loop.
         self._inbox: deque[AppliedEntry | _Failure | _Reset] = deque()
@@ -156,8 +163,8 @@ class ClusterLink:
         self._inbox.append(_Reset())
         self._wake()
 
-    def _on_failure(self, entry_id: str, code: int) -> None:
-        self._inbox.append(_Failure(entry_id, code))
+    def _on_failure(self, number: int, code: int) -> None:
+        self._inbox.append(_Failure(number, code))
         self._wake()
 
     def _wake(self) -> None:
@@ -216,7 +223,7 @@ class ClusterLink:
 
         # Parts follow whatever was proposed before the command, in order.
         self._submit_batch()
-        key = self._next_entry_id() + "c"
+        key = f"{self._stream}/{next(self._numbers)}c"
         count = -(-size // ENTRY_BYTES)
         view = memoryview(wire)
         for part in range(count):
@@ -253,21 +260,18 @@ class ClusterLink:
         if batch.operations:
             self._submit(batch.operations, batch.size, batch.client_ids)
 
-    def _next_entry_id(self) -> str:
-        return f"{self._entry_prefix}{next(self._counter)}"
-
     def _submit(
         self, operations: list[tuple[Any, ...]], size: int, client_ids: set[str]
     ) -> None:
-        entry_id = self._next_entry_id()
+        number = next(self._numbers)
         now = time.monotonic()
-        self._pending[entry_id] = PendingEntry(operations, size, client_ids, now, now)
+        self._pending[number] = PendingEntry(operations, size, client_ids, now, now)
         self._pending_bytes += size
-        self._propose(entry_id, operations)
+        self._propose(number, operations)
 
-    def _propose(self, entry_id: str, operations: list[tuple[Any, ...]]) -> None:
+    def _propose(self, number: int, operations: list[tuple[Any, ...]]) -> None:
         assert self._replica is not None
-        self._replica.propose(entry_id, operations, self._on_failure)
+        self._replica.propose(self._stream, number, operations, self._on_failure)
 
     async def run(
         self,
@@ -301,7 +305,9 @@ class ClusterLink:
             while self._inbox:
                 item = self._inbox.popleft()
                 if isinstance(item, AppliedEntry):
-                    self._acknowledge(item.entry_id)
+                    if item.stream == self._stream:
+                        self._acknowledge(item)
+
                     events.extend(item.events)
                 elif isinstance(item, _Failure):
                     self._retry_soon(item)
@@ -313,17 +319,26 @@ class ClusterLink:
             receiver.apply_committed(events)
             await anyio.lowlevel.checkpoint()
 
-    def _acknowledge(self, entry_id: str) -> None:
-        pending = self._pending.pop(entry_id, None)
+    def _acknowledge(self, entry: AppliedEntry) -> None:
+        if entry.abandoned is not None:
+            self._abandoning.pop(entry.abandoned, None)
+            return
+
+        self._forget(entry.number)
+
+    def _forget(self, number: int) -> PendingEntry | None:
+        pending = self._pending.pop(number, None)
         if pending is not None:
             self._pending_bytes -= pending.size
 
+        return pending
+
     def _retry_soon(self, failure: _Failure) -> None:
-        pending = self._pending.get(failure.entry_id)
+        pending = self._pending.get(failure.number)
         if pending is not None and pending.retry_at is None:
             log.info(
                 "raft.proposal_failed",
-                extra={"entry": failure.entry_id, "code": failure.code},
+                extra={"number": failure.number, "code": failure.code},
             )
             pending.retry_at = time.monotonic() + RETRY_DELAY_SECONDS
 
@@ -342,14 +357,24 @@ class ClusterLink:
 
     def _watch_quorum(self, receiver: ClusterReceiver) -> None:
         status = self.status
-        if status.is_available == self.is_available:
+        now = time.monotonic()
+        if status.is_available:
+            self._quorum_lost_at = None
+            if not self.is_available:
+                self.is_available = True
+                log.info("cluster.available", extra={"cluster": status.summary()})
+
             return
 
-        self.is_available = status.is_available
-        if self.is_available:
-            log.info("cluster.available", extra={"cluster": status.summary()})
+        # A failover makes the survivors' quorum flicker for a moment while
+        # connections are re-made: only a loss that lasts counts.
+        if self._quorum_lost_at is None:
+            self._quorum_lost_at = now
+
+        if not self.is_available or now - self._quorum_lost_at < QUORUM_GRACE_SECONDS:
             return
 
+        self.is_available = False
         log.warning("cluster.unavailable", extra={"cluster": status.summary()})
         receiver.close_all(
             "this relay node lost contact with its cluster; reconnect to another node"
@@ -357,21 +382,36 @@ class ClusterLink:
 
     def _watch_pending(self, receiver: ClusterReceiver) -> None:
         now = time.monotonic()
+        # A new leader never saw what was sent to the old one: propose again
+        # everything in flight, oldest first, at once.
+        leader = self.status.leader
+        is_new_leader = leader is not None and leader != self._leader
+        self._leader = leader
         abandoned: set[str] = set()
-        for entry_id, pending in list(self._pending.items()):
+        for number, pending in list(self._pending.items()):
             if now - pending.first_proposed > GIVE_UP_SECONDS:
-                self._acknowledge(entry_id)
+                self._forget(number)
+                self._abandoning[number] = 0.0
                 abandoned |= pending.client_ids
                 log.warning(
                     "raft.proposal_abandoned",
-                    extra={"entry": entry_id, "clients": len(pending.client_ids)},
+                    extra={"number": number, "clients": len(pending.client_ids)},
                 )
-            elif (pending.retry_at is not None and now >= pending.retry_at) or (
-                now - pending.last_proposed > RESUBMIT_SECONDS
+            elif (
+                is_new_leader
+                or (pending.retry_at is not None and now >= pending.retry_at)
+                or now - pending.last_proposed > RESUBMIT_SECONDS
             ):
                 pending.retry_at = None
                 pending.last_proposed = now
-                self._propose(entry_id, pending.operations)
+                self._propose(number, pending.operations)
+
+        # Entries after an abandoned one wait for it on every node until the
+        # abandonment is committed, so it is proposed until it is.
+        for number, last in list(self._abandoning.items()):
+            if is_new_leader or now - last > RESUBMIT_SECONDS:
+                self._abandoning[number] = now
+                self._propose(ABANDON, [("abandon", number)])
 
         if abandoned:
             receiver.close_clients(
@@ -383,7 +423,8 @@ class ClusterLink:
     def state_line(self) -> str:
         """The cluster's state in one line (role, leader, quorum, lag)."""
         status = self.status
-        return f"{status.summary()}, {len(self._pending)} entries in flight"
+        lag = max(0, status.commit_index - status.applied_index)
+        return f"{status.summary()}, lag {lag}, {len(self._pending)} entries in flight"
 
 
 class ClusterHistoryStore:

@@ -7,13 +7,22 @@ ids and command sequence numbers are handed out here, at apply time, never by
 the proposing node.
 
 Each entry is applied in one transaction that also records the entry's Raft
-index and its id. The index makes replay after a restart harmless (pysyncobj
-replays its journal from the last snapshot); the id makes a retried proposal
-that got committed twice count once.
+index: replay after a restart (pysyncobj replays its journal from the last
+snapshot) is then harmless.
+
+Entries are numbered by their proposer: a stream (node and process start) and
+a number counting up from 1. The applier applies each stream's entries in
+number order, once each: a number already applied is a retry committed twice
+and is skipped; a number ahead of the next expected one (the entry before it
+was lost with a leader and is being retried) is held in the database until the
+gap is filled, or until its proposer abandons the missing number. So a
+client's commands are never reordered by a failover, and every node holds and
+releases the same entries at the same log positions.
 """
 
 import json
 import logging
+import marshal
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +40,8 @@ from store.repository import (
 
 log = logging.getLogger(__name__)
 
-# Entry ids are remembered for this many Raft entries: a proposal is retried for
-# seconds, not for a hundred thousand entries.
-DEDUPE_WINDOW = 100_000
-PRUNE_EVERY = 1000
+# The entry number of an abandonment, which is applied whatever its position.
+ABANDON = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +82,15 @@ Applied = RoomSaved | RoomDeleted | CommandCommitted
 
 @dataclass(frozen=True, slots=True)
 class AppliedEntry:
-    """What one committed entry did (``events`` is empty for a replayed one)."""
+    """What one committed entry did: ``events`` may come from entries held
+    before it, and is empty for a replayed, repeated or held entry."""
 
-    entry_id: str
+    stream: str
+    number: int
     raft_index: int
     events: tuple[Applied, ...]
+    abandoned: int | None = None
+    """For an abandonment: the number given up on."""
 
 
 class MalformedOperation(ValueError):
@@ -111,49 +122,36 @@ class EntryApplier:
         self.last_seq = int(max_seq)
         self._last_commands.clear()
 
-    def apply(self, raft_index: int, entry_id: str, operations: Any) -> AppliedEntry:
+    def apply(
+        self, raft_index: int, stream: str, number: int, operations: object
+    ) -> AppliedEntry:
         """Apply one committed entry in one transaction.
+
+        Args:
+            raft_index: the entry's position in the log.
+            stream: who proposed it (node and process start).
+            number: its number in the stream; :data:`ABANDON` for an entry
+                whose one operation gives up on a missing number.
+            operations: what it does.
 
         Raises:
             sqlite3.Error: the database refused the write; nothing of the entry
                 was applied, and applying it again later is safe.
         """
         if raft_index <= self.applied_index:
-            return AppliedEntry(entry_id, raft_index, ())
+            return AppliedEntry(stream, number, raft_index, ())
 
         db = self._db
         events: list[Applied] = []
         next_seq = self._next_seq
         db.execute("BEGIN IMMEDIATE")
         try:
-            is_new = self._remember_entry(raft_index, entry_id)
-            if is_new:
-                for operation in _operations(operations):
-                    try:
-                        event = self._apply_operation(operation)
-                    except MalformedOperation as exc:
-                        # Only a node with the secret can propose; a bad operation
-                        # is our bug, and skipping it keeps every node equal.
-                        log.error(
-                            "raft.operation_skipped",
-                            extra={"entry": entry_id, "error": str(exc)},
-                        )
-                        continue
-
-                    if event is not None:
-                        events.append(event)
-
+            self._apply_in_order(str(stream), number, operations, events)
             db.execute(
                 "INSERT INTO raft_applied (id, raft_index) VALUES (1, ?) "
                 "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index",
                 [raft_index],
             )
-            if raft_index % PRUNE_EVERY == 0:
-                db.execute(
-                    "DELETE FROM raft_entries WHERE raft_index < ?",
-                    [raft_index - DEDUPE_WINDOW],
-                )
-
             db.execute("COMMIT")
         except BaseException:
             if db.conn.in_transaction:
@@ -165,14 +163,96 @@ class EntryApplier:
 
         self.applied_index = raft_index
         self.last_seq = self._next_seq - 1
-        return AppliedEntry(entry_id, raft_index, tuple(events))
+        abandoned = _abandoned_number(operations) if number == ABANDON else None
+        return AppliedEntry(stream, number, raft_index, tuple(events), abandoned)
 
-    def _remember_entry(self, raft_index: int, entry_id: str) -> bool:
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO raft_entries (entry_id, raft_index) VALUES (?, ?)",
-            [entry_id, raft_index],
+    def _apply_in_order(
+        self, stream: str, number: object, operations: object, events: list[Applied]
+    ) -> None:
+        if not isinstance(number, int) or number < 0:
+            log.error("raft.entry_malformed", extra={"stream": stream})
+            return
+
+        expected = self._next_number(stream)
+        if number == ABANDON:
+            missing = _abandoned_number(operations)
+            if missing is None or missing < expected:
+                return
+
+            log.warning(
+                "raft.entries_abandoned",
+                extra={"stream": stream, "from": expected, "to": missing},
+            )
+            # Every number up to the abandoned one is either held (applied now,
+            # in order) or given up.
+            for held in range(expected, missing + 1):
+                self._release(stream, held, events)
+
+            self._advance(stream, missing + 1, events)
+            return
+
+        if number < expected:
+            return  # a retry of an entry already applied
+
+        if number > expected:
+            self._db.execute(
+                "INSERT OR IGNORE INTO raft_held (stream, number, operations) "
+                "VALUES (?, ?, ?)",
+                [stream, number, _pack(operations)],
+            )
+            return
+
+        self._apply_operations(stream, operations, events)
+        self._advance(stream, number + 1, events)
+
+    def _advance(self, stream: str, number: int, events: list[Applied]) -> None:
+        """Set the stream's next number, applying held entries that follow."""
+        while self._release(stream, number, events):
+            number += 1
+
+        self._db.execute(
+            "INSERT INTO raft_streams (stream, next_number) VALUES (?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET next_number = excluded.next_number",
+            [stream, number],
         )
-        return cursor.rowcount == 1
+
+    def _release(self, stream: str, number: int, events: list[Applied]) -> bool:
+        row = self._db.execute(
+            "SELECT operations FROM raft_held WHERE stream = ? AND number = ?",
+            [stream, number],
+        ).fetchone()
+        if row is None:
+            return False
+
+        self._db.execute(
+            "DELETE FROM raft_held WHERE stream = ? AND number = ?", [stream, number]
+        )
+        self._apply_operations(stream, _unpack(row[0]), events)
+        return True
+
+    def _next_number(self, stream: str) -> int:
+        row = self._db.execute(
+            "SELECT next_number FROM raft_streams WHERE stream = ?", [stream]
+        ).fetchone()
+        return int(row[0]) if row else 1
+
+    def _apply_operations(
+        self, stream: str, operations: object, events: list[Applied]
+    ) -> None:
+        for operation in _operations(operations):
+            try:
+                event = self._apply_operation(operation)
+            except MalformedOperation as exc:
+                # Only a node with the secret can propose; a bad operation is our
+                # bug, and skipping it keeps every node equal.
+                log.error(
+                    "raft.operation_skipped",
+                    extra={"stream": stream, "error": str(exc)},
+                )
+                continue
+
+            if event is not None:
+                events.append(event)
 
     def _apply_operation(self, operation: tuple[Any, ...]) -> Applied | None:
         name = operation[0] if operation else None
@@ -347,7 +427,30 @@ class EntryApplier:
         return int(room_id)
 
 
-def _operations(operations: Any) -> list[tuple[Any, ...]]:
+def _abandoned_number(operations: object) -> int | None:
+    match operations:
+        case [("abandon", int(number))]:
+            return number
+        case _:
+            log.error("raft.abandon_malformed")
+            return None
+
+
+def _pack(operations: Any) -> bytes:
+    # marshal, not pickle: held operations are plain values, and reading them
+    # back can never run code.
+    try:
+        return marshal.dumps(operations)
+    except ValueError:
+        log.error("raft.entry_malformed", extra={"reason": "not plain values"})
+        return marshal.dumps([])
+
+
+def _unpack(data: bytes) -> object:
+    return marshal.loads(data)
+
+
+def _operations(operations: object) -> list[tuple[Any, ...]]:
     if not isinstance(operations, (list, tuple)):
         log.error("raft.entry_malformed", extra={"type": type(operations).__name__})
         return []

@@ -21,10 +21,13 @@ pysyncobj 0.3.17 cannot send one entry larger than its append batch
 (``appendEntriesBatchSizeBytes``): the follower's unpickling fails and
 replication stalls, so an entry is kept well below :data:`APPEND_BATCH_BYTES`.
 
-Ids and retries. Each entry carries an id (node, boot, counter). A proposal
-whose outcome is unknown (the leader died, the callback never came) is
-proposed again under the same id; the applier records ids and applies an id
-once, so a retry can never duplicate a command.
+Numbers and retries. Each entry carries its proposer's stream (node and
+process start) and a number counting up. A proposal whose outcome is unknown
+(the leader died, the callback never came) is proposed again under the same
+number; the applier applies each number once and in order, holding entries
+that overtook a missing one, so a retry can neither duplicate nor reorder a
+client's commands. A proposer that gives up on a number says so in an entry of
+its own, which releases what was held behind it.
 
 Applying (:mod:`store.apply`). pysyncobj calls :meth:`Replica.apply_entry` on
 its own thread, in log order; the applier writes the entry's rows in one
@@ -191,32 +194,38 @@ class Replica(SyncObj):  # type: ignore[misc]
 
     def propose(
         self,
-        entry_id: str,
+        stream: str,
+        number: int,
         operations: list[tuple[Any, ...]],
-        on_failure: Callable[[str, int], None],
+        on_failure: Callable[[int, int], None],
     ) -> None:
         """Queue an entry for the leader (never blocks).
 
         Args:
-            entry_id: the entry's id; proposing it again is safe.
+            stream: the proposer's stream (see :mod:`store.apply`).
+            number: the entry's number in it; proposing it again is safe.
             operations: the entry's operations.
-            on_failure: called on pysyncobj's thread with the id and pysyncobj's
-                failure code when the proposal failed (it may never be called).
+            on_failure: called on pysyncobj's thread with the number and
+                pysyncobj's failure code when the proposal failed (it may
+                never be called).
         """
 
         def report(_result: Any, error: int) -> None:
             if error != 0:
-                on_failure(entry_id, error)
+                on_failure(number, error)
 
-        self.apply_entry(entry_id, operations, callback=report)
+        self.apply_entry(stream, number, operations, callback=report)
 
     @replicated  # type: ignore[untyped-decorator]
-    def apply_entry(self, entry_id: str, operations: list[tuple[Any, ...]]) -> None:
+    def apply_entry(
+        self, stream: str, number: int, operations: list[tuple[Any, ...]]
+    ) -> None:
         """Apply one committed entry (pysyncobj's thread, in log order)."""
         # pysyncobj counts an entry as applied once this returns, so the entry
         # being applied is the one after the last applied.
         raft_index = self.raftLastApplied + 1
-        self._on_applied(self._applier.apply(raft_index, str(entry_id), operations))
+        applied = self._applier.apply(raft_index, stream, number, operations)
+        self._on_applied(applied)
 
     def _write_snapshot(self, file_name: str, raft_state: Any) -> None:
         """pysyncobj's serializer: the whole database plus pysyncobj's state."""

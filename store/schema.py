@@ -52,16 +52,22 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
 
 
 def _create_version_2(db: sqlite_utils.Database) -> None:
-    # What a clustered node needs to apply the Raft log exactly once: the index
-    # of the last applied entry, the ids of recent entries (a retried proposal
-    # can be committed twice), and the parts of large commands not yet complete.
+    # What a clustered node needs to apply the Raft log exactly once and in each
+    # proposer's order: the index of the last applied entry, each proposer's
+    # next entry number, entries committed ahead of a missing one, and the parts
+    # of large commands not yet complete.
     db.table("raft_applied").create(
         {"id": int, "raft_index": int}, pk="id", if_not_exists=True
     )
-    db.table("raft_entries").create(
-        {"entry_id": str, "raft_index": int}, pk="entry_id", if_not_exists=True
+    db.table("raft_streams").create(
+        {"stream": str, "next_number": int}, pk="stream", if_not_exists=True
     )
-    db.table("raft_entries").create_index(["raft_index"], if_not_exists=True)
+    db.table("raft_held").create(
+        {"stream": str, "number": int, "operations": bytes},
+        pk=("stream", "number"),
+        not_null={"operations"},
+        if_not_exists=True,
+    )
     db.table("raft_parts").create(
         {"command_key": str, "part": int, "data": bytes},
         pk=("command_key", "part"),

@@ -183,3 +183,41 @@ def wait_available(nodes: list[Node], timeout: float = 20.0) -> None:
     """Wait until every node has logged that it can commit."""
     for node in nodes:
         node.wait_event("cluster.available", timeout)
+
+
+def leader_of(nodes: list[Node], timeout: float = 15.0) -> Node:
+    """The node that the running nodes agree is the leader."""
+    by_address = {node.raft_address: node for node in nodes}
+    running = [n for n in nodes if n.process is not None and n.process.poll() is None]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = []
+        for node in running:
+            changes = [
+                e for e in node.events() if e.get("event") == "raft.leader_changed"
+            ]
+            seen.append(changes[-1].get("leader") if changes else None)
+
+        if seen and seen[0] in by_address and seen.count(seen[0]) == len(seen):
+            return by_address[seen[0]]
+
+        time.sleep(0.05)
+
+    raise AssertionError("the nodes did not agree on a leader")
+
+
+def wait_equal_rows(nodes: list[Node], timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until every node's SQLite holds the same rooms and commands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tables = [node.rows() for node in nodes]
+        if all(table == tables[0] for table in tables):
+            return tables[0]
+
+        if time.monotonic() > deadline:
+            counts = [
+                (n.name, len(t["commands"])) for n, t in zip(nodes, tables, strict=True)
+            ]
+            raise AssertionError(f"rows still differ after {timeout} s: {counts}")
+
+        time.sleep(0.2)
