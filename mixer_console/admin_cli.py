@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from mixer_console import cluster_cli
 from relay.config import Settings
 from relay.errors import ConfigError
 from store.admin import AdminStore, RoomInfo
@@ -54,7 +55,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
-        title="admin commands (run while no relay uses the data directory)",
+        title="admin commands (rooms and room run while no relay uses the data "
+        "directory; cluster talks to running nodes)",
     )
     rooms = commands.add_parser(
         "rooms",
@@ -101,6 +103,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         description="Delete a room and its whole history from the store.",
     )
     delete.add_argument("name", metavar="NAME", help="the room to delete")
+    cluster_cli.add_commands(commands)
 
 
 def run(
@@ -117,6 +120,10 @@ def run(
     except ConfigError as exc:
         err.write(f"mixer-console: {exc}\n")
         return EXIT_USAGE
+
+    if arguments.command == "cluster":
+        # Talks to the running nodes: no data directory, no lock.
+        return cluster_cli.run(arguments, settings, out, err)
 
     try:
         with AdminStore.open(
