@@ -113,6 +113,7 @@ class ClusterLink:
         # of an earlier run of this node still in the log.
         self._stream = f"{node_id}/{uuid.uuid4().hex[:12]}"
         self._numbers = itertools.count(1)
+        self._split_commands = itertools.count(1)
         self._batch = _Batch()
         self._batch_ready = anyio.Event()
         self._pending: dict[int, PendingEntry] = {}
@@ -223,7 +224,9 @@ class ClusterLink:
 
         # Parts follow whatever was proposed before the command, in order.
         self._submit_batch()
-        key = f"{self._stream}/{next(self._numbers)}c"
+        # Not a stream number: every one of those must be proposed, or the
+        # stream's later entries would wait for it for ever.
+        key = f"{self._stream}/c{next(self._split_commands)}"
         count = -(-size // ENTRY_BYTES)
         view = memoryview(wire)
         for part in range(count):

@@ -69,6 +69,15 @@ class Node:
             "MIXER_ROOM_UPDATE_INTERVAL": "0.01",
             **env,
         }
+        if not peers:  # a single relay, for comparison
+            for variable in (
+                "MIXER_RAFT_SELF",
+                "MIXER_RAFT_PEERS",
+                "MIXER_RAFT_SECRET",
+            ):
+                variables.pop(variable)
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mixer_console", "--no-ui"],

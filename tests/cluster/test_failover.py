@@ -135,3 +135,37 @@ async def test_cluster_leader_killed_loses_nothing_received(tmp_path: Path) -> N
         assert histories[0] == await history_on(leader.port)
     finally:
         stop_all(nodes)
+
+
+async def test_cluster_large_command_crosses_nodes_whole(tmp_path: Path) -> None:
+    """A command larger than one Raft entry, sent through a follower, reaches a
+    member on another node whole and before the commands sent after it.
+
+    Regression: the key that names a split command used up an entry number, so
+    every later entry of that node waited for an entry that never came.
+    """
+    nodes = make_nodes(tmp_path, 3)
+    try:
+        start_all(nodes)
+        wait_available(nodes)
+        leader = leader_of(nodes)
+        sender_node, receiver_node = (node for node in nodes if node is not leader)
+        sender = await MixerClient.connect(sender_node.port)
+        receiver = await MixerClient.connect(receiver_node.port)
+        await sender.handshake("sender")
+        await receiver.handshake("receiver")
+        await sender.create_room("r")
+        await anyio.sleep(0.5)
+        await receiver.join_room("r")
+        large = bytes(range(256)) * (5 * 1024 * 1024 // 256)
+        await sender.send_raw(room_command(KIND, large))
+        await sender.send_raw(room_command(KIND, b"after"))
+        first = await receiver.expect(KIND, timeout=30)
+        second = await receiver.expect(KIND, timeout=10)
+
+        assert bytes(first.payload) == large
+        assert bytes(second.payload) == b"after"
+        await sender.aclose()
+        await receiver.aclose()
+    finally:
+        stop_all(nodes)
