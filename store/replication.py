@@ -59,6 +59,7 @@ from typing import Any
 
 import sqlite_utils
 from pysyncobj import SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+from pysyncobj.journal import FileJournal  # type: ignore[import-untyped]
 
 from store.apply import AppliedEntry, EntryApplier
 from store.errors import StoreError
@@ -353,6 +354,7 @@ def start_replica(
         ReplicaStartFailed: it did not start within ``timeout``, or its thread
             ended at once (the port could not be bound).
     """
+    clamp_commit_index(options.data_dir / JOURNAL_NAME)
     created: list[Replica] = []
     failures: list[BaseException] = []
     is_created = threading.Event()
@@ -390,6 +392,37 @@ def start_replica(
         )
 
     return replica
+
+
+def clamp_commit_index(journal_path: Path) -> None:
+    """Bring a commit index saved past the journal's end back to its last entry.
+
+    pysyncobj saves the commit index beside its journal once a second and the
+    journal's entries through a memory map: after a crash of the machine the
+    saved index can name entries the journal never got, and the node then
+    waits for ever for entries it will never apply. The installed 0.3.17 only
+    clamps it when a snapshot exists; this clamps it in every case before the
+    node starts (https://github.com/bakwc/PySyncObj/pull/197).
+    """
+    if not journal_path.exists():
+        return
+
+    journal = FileJournal(str(journal_path))
+    try:
+        if len(journal) == 0:
+            return
+
+        last_index = journal[len(journal) - 1][1]
+        saved = journal.getRaftCommitIndex()
+        if saved > last_index:
+            log.warning(
+                "raft.commit_index_clamped",
+                extra={"saved": saved, "journal_end": last_index},
+            )
+            journal.setRaftCommitIndex(last_index)
+            journal.onOneSecondTimer()  # writes the journal's meta file now
+    finally:
+        journal._destroy()
 
 
 def stop_replica(replica: Replica, timeout: float) -> bool:

@@ -215,12 +215,18 @@ def leader_of(nodes: list[Node], timeout: float = 15.0) -> Node:
     raise AssertionError("the nodes did not agree on a leader")
 
 
-def wait_equal_rows(nodes: list[Node], timeout: float = 20.0) -> dict[str, Any]:
-    """Wait until every node's SQLite holds the same rooms and commands."""
+def wait_equal_rows(
+    nodes: list[Node], timeout: float = 20.0, commands: int = 0
+) -> dict[str, Any]:
+    """Wait until every node's SQLite holds the same rooms and commands (and at
+    least ``commands`` commands)."""
     deadline = time.monotonic() + timeout
     while True:
         tables = [node.rows() for node in nodes]
-        if all(table == tables[0] for table in tables):
+        if (
+            all(table == tables[0] for table in tables)
+            and len(tables[0]["commands"]) >= commands
+        ):
             return tables[0]
 
         if time.monotonic() > deadline:
