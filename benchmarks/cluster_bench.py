@@ -57,6 +57,8 @@ from tests.mixer_client import MixerClient, room_command  # noqa: E402
 KIND = 150
 STAMP = struct.Struct("<dI")  # send time, sequence number
 MB = 1_000_000
+# A node still applying the previous case's backlog can take long to see a room.
+PAIR_SECONDS = 60
 
 
 @dataclass
@@ -78,7 +80,7 @@ async def pair(
     await sender.handshake("sender")
     await receiver.handshake("receiver")
     await sender.create_room(room)
-    with anyio.fail_after(10):
+    with anyio.fail_after(PAIR_SECONDS):
         while True:
             rooms = await receiver.list_rooms()
             if rooms.get(room, {}).get("joinable"):
@@ -255,7 +257,7 @@ async def main_async(arguments: argparse.Namespace) -> list[Row]:
     seconds = 3.0 if arguments.quick else 8.0
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as scratch:
-        base = Path(scratch)
+        base = Path(arguments.keep) if arguments.keep else Path(scratch)
         single = Node("single", base / "single")
         nodes = make_nodes(base, 3)
         try:
@@ -325,6 +327,9 @@ def main() -> None:
     )
     parser.add_argument("--failovers", type=int, default=3, help="failover runs")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--keep", help="run the nodes in this folder and keep it (their logs)"
+    )
     arguments = parser.parse_args()
     rows = anyio.run(main_async, arguments)
     if arguments.markdown:

@@ -48,6 +48,10 @@ EXIT_ROOM_FILE = 5
 EXIT_ROOM = 6
 EXIT_INTERRUPTED = 130
 
+# Room commands that write the database: a cluster node's database is written
+# only by applying the Raft log.
+CHANGES = frozenset({"import", "delete"})
+
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Add the admin subcommands to the ``mixer-console`` parser; with none given,
@@ -124,6 +128,14 @@ def run(
     if arguments.command == "cluster":
         # Talks to the running nodes: no data directory, no lock.
         return cluster_cli.run(arguments, settings, out, err)
+
+    if settings.is_clustered and getattr(arguments, "action", None) in CHANGES:
+        err.write(
+            f"mixer-console: room {arguments.action} would change this node's "
+            "database alone, and the cluster's nodes would then differ; run it "
+            "against a single relay (without MIXER_RAFT_PEERS)\n"
+        )
+        return EXIT_USAGE
 
     try:
         with AdminStore.open(

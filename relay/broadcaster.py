@@ -658,6 +658,8 @@ class Broadcaster:
         room.store_id = record.id
         room.history.attach(record.id)
         assert self.cluster is not None
+        # Known limit: two nodes changing the same room attribute at the same
+        # instant each keep the other's value in memory (the databases agree).
         if event.origin == self.cluster.node_id:
             return  # this node's own change, applied here when it was made
 

@@ -195,6 +195,9 @@ class EntryApplier:
             return  # a retry of an entry already applied
 
         if number > expected:
+            # Known limit: entries held behind a number whose proposer died
+            # before abandoning it are never applied, and their rows stay in
+            # raft_held (no client received them).
             self._db.execute(
                 "INSERT OR IGNORE INTO raft_held (stream, number, operations) "
                 "VALUES (?, ?, ?)",
@@ -356,6 +359,8 @@ class EntryApplier:
         _require(isinstance(command_key, str), "a command key")
         _require(isinstance(data, bytes), "part bytes")
         _require(isinstance(count, int) and 0 <= part < count, "a part number")
+        # Known limit: the parts of a command whose other parts were abandoned
+        # stay in raft_parts for good.
         db = self._db
         db.execute(
             "INSERT OR REPLACE INTO raft_parts (command_key, part, data) "

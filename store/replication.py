@@ -45,6 +45,10 @@ replicated object's attributes.
 
 Single node. Without peers none of this runs: the relay keeps its journal path
 with no Raft round trip.
+
+Durability. pysyncobj writes its journal through a memory map and does not
+sync it: a killed process loses nothing, but a power cut on a majority of the
+nodes at once can lose entries that were committed.
 """
 
 import logging
@@ -232,6 +236,9 @@ class Replica(SyncObj):  # type: ignore[misc]
         applied = self._applier.apply(raft_index, stream, number, operations)
         self._on_applied(applied)
 
+    # Known limit: the snapshot copies the whole database on pysyncobj's thread,
+    # so a database of many GB stalls this node's Raft for the copy and can
+    # cost an election.
     def _write_snapshot(self, file_name: str, raft_state: Any) -> None:
         """pysyncobj's serializer: the whole database plus pysyncobj's state."""
         target = sqlite3.connect(file_name)

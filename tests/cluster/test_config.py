@@ -2,9 +2,12 @@
 
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
 
+from mixer_console import admin_cli
+from mixer_console.cli import build_parser
 from relay.config import Settings
 from relay.errors import ConfigError
 from tests.cluster_nodes import ROOT
@@ -109,4 +112,27 @@ def test_cli_refuses_cluster_without_secret(tmp_path) -> None:
 
     assert result.returncode == 2
     assert "MIXER_RAFT_SECRET is required" in result.stderr
+    assert not (tmp_path / "rooms.sqlite").exists()
+
+
+@pytest.mark.parametrize("action", [["delete", "r"], ["import", "room.mixer"]])
+def test_admin_refuses_room_changes_on_cluster_node(tmp_path, action) -> None:
+    """room import and room delete on a cluster node's data directory would make
+    its database differ from the other nodes': refused, nothing created."""
+    arguments = build_parser().parse_args(["room", *action])
+    err = StringIO()
+    status = admin_cli.run(
+        arguments,
+        env={
+            "MIXER_DATA_DIR": str(tmp_path),
+            "MIXER_RAFT_SELF": "127.0.0.1:7000",
+            "MIXER_RAFT_PEERS": PEERS,
+            "MIXER_RAFT_SECRET": SECRET,
+        },
+        out=StringIO(),
+        err=err,
+    )
+
+    assert status == 2
+    assert "nodes would then differ" in err.getvalue()
     assert not (tmp_path / "rooms.sqlite").exists()
