@@ -183,9 +183,13 @@ class Replica(SyncObj):  # type: ignore[misc]
             logCompactionMinEntries=options.compaction_entries,
             dynamicMembershipChange=True,
             # A node cut off from its peers must notice within seconds: the
-            # defaults keep a leader without followers for 30 s.
-            connectionTimeout=2.0,
-            leaderFallbackTimeout=2.0,
+            # defaults keep a leader without followers for 30 s. Shorter than
+            # this, a loaded machine (2 cores, three nodes) saw needless
+            # elections, each one a pause for every room.
+            connectionTimeout=3.5,
+            leaderFallbackTimeout=4.0,
+            raftMinTimeout=0.8,
+            raftMaxTimeout=1.6,
             connectionRetryTime=1.0,
             onStateChanged=self._state_changed,
             # A commit takes a round trip plus a tick on each side; pysyncobj's
