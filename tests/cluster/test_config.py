@@ -8,8 +8,10 @@ import pytest
 
 from mixer_console import admin_cli
 from mixer_console.cli import build_parser
+from relay.cluster import ClusterLink, cluster_state
 from relay.config import Settings
 from relay.errors import ConfigError
+from store.store import Store, StoreOptions
 from tests.cluster_nodes import ROOT
 
 SECRET = "correct-horse-battery-staple"
@@ -136,3 +138,20 @@ def test_admin_refuses_room_changes_on_cluster_node(tmp_path, action) -> None:
     assert status == 2
     assert "nodes would then differ" in err.getvalue()
     assert not (tmp_path / "rooms.sqlite").exists()
+
+
+def test_cluster_state_line_for_the_console(tmp_path) -> None:
+    """The console's cluster_state is None on a single node, and on a node one
+    line naming its role, leader, quorum and lag."""
+    store = Store.open(tmp_path, StoreOptions())
+    try:
+        line = cluster_state(ClusterLink("127.0.0.1:7000", store))
+    finally:
+        store.close(timeout=5)
+
+    assert cluster_state(None) is None
+    assert line is not None
+    assert "starting" in line
+    assert "leader none" in line
+    assert "NO QUORUM" in line
+    assert "lag 0" in line
