@@ -3,8 +3,9 @@
 The broadcaster hands this link every change it would otherwise write to the
 journal (see :mod:`store.replication` for the design). The link batches them
 into entries, proposes them without blocking the event loop, retries an entry
-under the same id when its outcome is unknown, and gives up on it (telling the
-clients whose commands it carried) after :data:`GIVE_UP_SECONDS`. Applied
+under the same number when its outcome is unknown, and gives up on it (telling
+the clients whose commands it carried, and the cluster, which then releases the
+entries held behind it) after :data:`GIVE_UP_SECONDS`. Applied
 entries come back from pysyncobj's thread through a blocking portal and are
 delivered to the broadcaster in log order.
 """
@@ -329,12 +330,10 @@ class ClusterLink:
 
         self._forget(entry.number)
 
-    def _forget(self, number: int) -> PendingEntry | None:
+    def _forget(self, number: int) -> None:
         pending = self._pending.pop(number, None)
         if pending is not None:
             self._pending_bytes -= pending.size
-
-        return pending
 
     def _retry_soon(self, failure: _Failure) -> None:
         pending = self._pending.get(failure.number)
