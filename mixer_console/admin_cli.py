@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from mixer_console import remote_leases
+from mixer_console import cluster_cli, remote_leases
 from relay.config import Settings
 from relay.errors import ConfigError
 from store.access import LeaseRecord
@@ -58,6 +58,10 @@ EXIT_ROOM_FILE = 5
 EXIT_ROOM = 6
 EXIT_INTERRUPTED = 130
 
+# Room commands that write the database: a cluster node's database is written
+# only by applying the Raft log.
+CHANGES = frozenset({"import", "delete"})
+
 
 def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction[Any]":
     """Add the admin subcommands to the ``mixer-console`` parser; with none given,
@@ -66,7 +70,8 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
     commands = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
-        title="admin commands (run while no relay uses the data directory)",
+        title="admin commands (rooms and room run while no relay uses the data "
+        "directory; cluster talks to running nodes)",
     )
     rooms = commands.add_parser(
         "rooms",
@@ -113,6 +118,7 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
         description="Delete a room and its whole history from the store.",
     )
     delete.add_argument("name", metavar="NAME", help="the room to delete")
+    cluster_cli.add_commands(commands)
 
     leases = commands.add_parser(
         "leases",
@@ -162,6 +168,18 @@ def run(
         settings = Settings.from_env(env)
     except ConfigError as exc:
         err.write(f"mixer-console: {exc}\n")
+        return EXIT_USAGE
+
+    if arguments.command == "cluster":
+        # Talks to the running nodes: no data directory, no lock.
+        return cluster_cli.run(arguments, settings, out, err)
+
+    if settings.is_clustered and getattr(arguments, "action", None) in CHANGES:
+        err.write(
+            f"mixer-console: room {arguments.action} would change this node's "
+            "database alone, and the cluster's nodes would then differ; run it "
+            "against a single relay (without MIXER_RAFT_PEERS)\n"
+        )
         return EXIT_USAGE
 
     try:

@@ -14,6 +14,7 @@ import anyio
 
 from mixer_console import admin_cli, login_cli
 from relay.build import build_relay
+from relay.cluster import open_cluster
 from relay.config import Settings
 from relay.errors import ConfigError
 from relay.logs import configure_logging
@@ -130,8 +131,22 @@ def _run(arguments: argparse.Namespace) -> int:
         sys.stderr.write(f"mixer-console: {exc}\n")
         return EXIT_STORE
 
+    cluster = None
     try:
-        server = build_relay(settings, store)
+        if settings.is_clustered:
+            cluster = open_cluster(settings, store)
+    except StoreError as exc:
+        log.error("raft.unavailable", extra={"error": str(exc)})
+        sys.stderr.write(f"mixer-console: {exc}\n")
+        store.close(timeout=STORE_CLOSE_SECONDS)
+        return EXIT_STORE
+
+    try:
+        server = build_relay(
+            settings,
+            store,
+            cluster_link=cluster.link if cluster is not None else None,
+        )
         try:
             server.bind()
         except OSError as exc:
@@ -148,6 +163,9 @@ def _run(arguments: argparse.Namespace) -> int:
 
         anyio.run(run_headless, server, mode)
     finally:
+        if cluster is not None:
+            cluster.close()
+
         is_flushed = store.close(timeout=STORE_CLOSE_SECONDS)
 
     log.info("relay.stopped", extra={"store_flushed": is_flushed})
@@ -178,6 +196,7 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                     "store": str(settings.data_dir),
                     "admin_socket": str(server.admin_socket or "off"),
                     "rooms": len(server.broadcaster.rooms),
+                    "cluster": settings.raft_self or "none: a single node",
                 },
             )
             async for signum in signals:

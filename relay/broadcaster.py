@@ -10,15 +10,16 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relay.audit import AUDIT_MEMORY_ENTRIES, AuditLog
 from relay.bans import BanList
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client, drop_kind
+from relay.cluster import ClusterLink
 from relay.errors import MalformedPayload, RequestRefused
 from relay.events import EventLog
-from relay.history import History, HistoryReplay, LastCommand
+from relay.history import CommandStore, History, HistoryReplay, LastCommand
 from relay.leases import normalize_address
 from relay.marks import RoomMarks
 from relay.messages import (
@@ -39,6 +40,7 @@ from relay.protocol import (
     leading_string,
 )
 from relay.room import RESERVED_ROOM_ATTRIBUTES, Room
+from store.apply import Applied, CommandCommitted, RoomDeleted, RoomSaved
 from store.repository import HistorySummary, RoomRecord
 from store.store import Store
 
@@ -53,14 +55,32 @@ LOGGED_TEXT_CHARS = 1024
 
 
 class Broadcaster:
-    """Groups clients into rooms, forwards room commands and keeps histories."""
+    """Groups clients into rooms, forwards room commands and keeps histories.
+
+    Args:
+        store: where rooms and histories are kept (None: in memory only).
+        max_unwritten_bytes: room commands that may wait for the store (or the
+            cluster) before room members stop being read.
+        cluster: this node's link to its Raft cluster; then every change goes
+            through the cluster, and room commands are forwarded on commit.
+    """
 
     def __init__(
-        self, store: Store | None = None, max_unwritten_bytes: int = 256 * 1024**2
+        self,
+        store: Store | None = None,
+        max_unwritten_bytes: int = 256 * 1024**2,
+        cluster: ClusterLink | None = None,
     ) -> None:
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
-        self.store = store
+        self.cluster = cluster
+        # While clustered the applier writes the database and the journal is
+        # idle; the store is still where histories and rooms are read from.
+        self.store = store if cluster is None else None
+        self._loading_store = store
+        self._history_store: CommandStore | None = (
+            cluster.history_store if cluster is not None else store
+        )
         self.is_stopping = False
         self.drops: Counter[str] = Counter()
         """Connections ended by the relay, by kind of reason, since it started."""
@@ -171,6 +191,9 @@ class Broadcaster:
     def is_store_behind(self) -> bool:
         """Tell whether the store holds more unwritten commands than allowed; the
         sessions of room members then stop reading until it catches up."""
+        if self.cluster is not None:
+            return self.cluster.pending_bytes > self._max_unwritten_bytes
+
         store = self.store
         return store is not None and store.pending_bytes > self._max_unwritten_bytes
 
@@ -273,6 +296,15 @@ class Broadcaster:
         receivers = len(room.members) - 1
         room.commands_out += receivers
         room.bytes_out += receivers * frame.size
+        cluster = self.cluster
+        if cluster is not None:
+            if cluster.is_available:
+                cluster.propose_command(client.id, room.name, frame.kind, frame.wire)
+            else:
+                self._close_unavailable(client)
+
+            return
+
         if is_stored(frame.kind):
             room.history.append(frame, client.id, at)
             self._rooms_with_new_statistics.mark(room)
@@ -300,11 +332,17 @@ class Broadcaster:
                 f"{name!r}"
             )
 
+        if self.cluster is not None and not self.cluster.is_available:
+            self._close_unavailable(client)
+            return
+
         room = self.rooms.get(name)
         if room is None and name in self.reserved_names:
             raise RequestRefused(f"room {name!r} is being created by an operator")
 
         if room is None:
+            # Known limit: two artists creating the same room on two nodes at the
+            # same instant both become its creator, and both uploads land in it.
             store_id = self.store.allocate_room_id() if self.store else 0
             room = Room(
                 name,
@@ -313,7 +351,7 @@ class Broadcaster:
                 ignore_version_check,
                 generic_protocol,
                 creator=client,
-                history=History(self._sequence, self.store, store_id),
+                history=History(self._sequence, self._history_store, store_id),
                 store_id=store_id,
                 created_at=time.time(),
             )
@@ -416,6 +454,12 @@ class Broadcaster:
         log.info("room.left", extra={"room": room.name, "client_id": client.id})
         self.events.record("leave", "left", room=room.name, client_id=client.id)
         self._announce_room_of(client)
+        if self.cluster is not None:
+            # Known limit: a clustered room is not removed when its last member
+            # on this node leaves (members elsewhere are not counted); it stays
+            # until DELETE_ROOM.
+            return
+
         # Nobody could ever join a room whose scene upload was abandoned.
         abandoned = room.creator is client and not room.is_joinable
         if abandoned or (not room.members and not room.keep_open):
@@ -465,6 +509,9 @@ class Broadcaster:
         del self.rooms[room.name]
         if self.store is not None:
             self.store.delete_room(room.store_id)
+
+        if self.cluster is not None:
+            self.cluster.propose_delete(room.name)
 
         self._rooms_with_new_statistics.unmark(room)
         log.info("room.deleted", extra={"room": room.name})
@@ -550,16 +597,23 @@ class Broadcaster:
         and are deleted after it if still empty. A room whose scene upload never
         finished could never be joined, and is deleted at once.
         """
-        if self.store is None:
+        store = self._loading_store
+        if store is None:
             return
 
-        audit, bans = self.store.load_operator_records(AUDIT_MEMORY_ENTRIES)
+        audit, bans = store.load_operator_records(AUDIT_MEMORY_ENTRIES)
         self.audit.load(audit)
         self.bans.load(bans)
         now = time.time()
-        for record, summary in self.store.load():
+        for record, summary in store.load():
+            if self.cluster is not None:
+                # Clustered rooms live as long as the cluster: no grace period,
+                # and an unfinished upload may be going on through another node.
+                self.rooms[record.name] = self._room_from_record(record, summary)
+                continue
+
             if not record.joinable:
-                self.store.delete_room(record.id)
+                store.delete_room(record.id)
                 log.info("room.discarded", extra={"room": record.name})
                 continue
 
@@ -605,7 +659,7 @@ class Broadcaster:
 
         history = History(
             self._sequence,
-            self.store,
+            self._history_store,
             record.id,
             command_count=summary.command_count,
             byte_size=summary.byte_size,
@@ -629,6 +683,128 @@ class Broadcaster:
     def _save(self, room: Room) -> None:
         if self.store is not None:
             self.store.save_room(room.record())
+
+        if self.cluster is not None:
+            self.cluster.propose_room(room.record())
+
+    def _close_unavailable(self, client: Client) -> None:
+        self.send_error(
+            client,
+            "this relay node has no quorum in its cluster and cannot accept room "
+            "requests; reconnect to another node",
+        )
+        client.close("cluster unavailable")
+
+    def close_all(self, message: str) -> None:
+        """Send SEND_ERROR to every client, then close each connection (the
+        cluster lost its quorum: the add-on reconnects to a healthy node)."""
+        for client in list(self.clients.values()):
+            self.send_error(client, message)
+            client.close(message)
+
+    def close_clients(self, client_ids: set[str], message: str) -> None:
+        """Send SEND_ERROR to these clients, then close their connections."""
+        for client_id in client_ids:
+            client = self.clients.get(client_id)
+            if client is not None:
+                self.send_error(client, message)
+                client.close(message)
+
+    def reload_rooms(self) -> None:
+        """Rebuild every room from the store, which a snapshot replaced: members
+        are closed (their histories changed under them) and rejoin."""
+        self.close_all("this relay node caught up from a snapshot; reconnect")
+        for room in self.rooms.values():
+            for member in list(room.members):
+                self._forget_membership(member)
+
+        self.rooms.clear()
+        self.restore(0.0)
+
+    def apply_committed(self, events: Sequence[Applied]) -> None:
+        """Apply what the cluster committed, in log order (clustered only)."""
+        for event in events:
+            if type(event) is CommandCommitted:
+                self._deliver_command(event)
+            elif isinstance(event, RoomSaved):
+                self._apply_room(event)
+            elif isinstance(event, RoomDeleted):
+                self._apply_deletion(event)
+
+    def _deliver_command(self, event: CommandCommitted) -> None:
+        room = self.rooms.get(event.room)
+        if room is None:
+            return
+
+        wire = event.wire
+        if event.seq:
+            if event.seq <= room.history.last_seq:
+                return  # already in the history loaded at start-up
+
+            frame = Frame(event.kind, 0, wire)
+            room.history.append(frame, event.client_id, time.time(), seq=event.seq)
+            self._rooms_with_new_statistics.mark(room)
+            self._rooms_with_unwritten.mark(room)
+
+        is_ours = event.origin == self.cluster.node_id if self.cluster else False
+        for member in room.members:
+            if not (is_ours and member.id == event.client_id):
+                member.send(wire)
+
+    def _apply_room(self, event: RoomSaved) -> None:
+        record = event.record
+        room = self.rooms.get(record.name)
+        if room is None:
+            room = self._room_from_record(record, HistorySummary(0, 0, 0, None))
+            self.rooms[room.name] = room
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+            )
+            return
+
+        room.store_id = record.id
+        room.history.attach(record.id)
+        assert self.cluster is not None
+        # Known limit: two nodes changing the same room attribute at the same
+        # instant each keep the other's value in memory (the databases agree).
+        if event.origin == self.cluster.node_id:
+            return  # this node's own change, applied here when it was made
+
+        changed: dict[str, Any] = {}
+        if record.keep_open != room.keep_open:
+            room.keep_open = changed["keep_open"] = record.keep_open
+
+        if record.joinable != room.is_joinable:
+            room.is_joinable = changed["joinable"] = record.joinable
+            room.creator = None
+
+        for key, value in record.custom.items():
+            if json.dumps(room.custom.get(key, _MISSING), default=str) != json.dumps(
+                value
+            ):
+                room.custom[key] = changed[key] = value
+
+        if changed:
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: changed})
+            )
+
+    def _apply_deletion(self, event: RoomDeleted) -> None:
+        room = self.rooms.get(event.name)
+        assert self.cluster is not None
+        if room is None or event.origin == self.cluster.node_id:
+            return
+
+        for member in list(room.members):
+            self.send_error(member, f"room {room.name!r} was deleted on another node")
+            member.close("room deleted on another node")
+            self._forget_membership(member)
+
+        del self.rooms[room.name]
+        self._rooms_with_new_statistics.unmark(room)
+        self._send_to_all(
+            encode_frame(MessageType.ROOM_DELETED, encode_string(room.name))
+        )
 
     def _existing_room(self, name: str) -> Room:
         room = self.rooms.get(name)

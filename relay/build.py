@@ -5,6 +5,7 @@ import socket
 
 from relay.access import AccessPolicy
 from relay.broadcaster import Broadcaster
+from relay.cluster import ClusterLink
 from relay.config import Settings
 from relay.gate import Gate
 from relay.github import GitHub
@@ -18,7 +19,7 @@ from relay.http import (
 )
 from relay.leases import LeaseBook
 from relay.login import LoginService
-from relay.metrics import ClusterProbe, RelayCollector
+from relay.metrics import ClusterProbe, ClusterStatus, RelayCollector
 from relay.ratelimit import AddressLimiter
 from relay.server import RelayServer
 from store.store import Store
@@ -32,6 +33,7 @@ def build_relay(
     store: Store | None,
     cluster: ClusterProbe | None = None,
     http_listener: socket.socket | None = None,
+    cluster_link: ClusterLink | None = None,
 ) -> RelayServer:
     """A relay ready to bind and serve, its rooms and leases restored.
 
@@ -42,8 +44,13 @@ def build_relay(
             for readiness).
         http_listener: a bound listening socket for the HTTP surface (None: it
             binds ``MIXER_HTTP_PORT``).
+        cluster_link: this node's link to its Raft cluster (clustered only); it
+            also stands for ``cluster`` when that is not given.
     """
-    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes)
+    if cluster is None and cluster_link is not None:
+        cluster = _probe(cluster_link)
+
+    broadcaster = Broadcaster(store, settings.store_max_unwritten_bytes, cluster_link)
     broadcaster.restore(settings.room_grace)
     gate: Gate | None = None
     login: LoginSurface | None = None
@@ -82,6 +89,14 @@ def build_relay(
         readiness["cluster"] = lambda: None if cluster().has_quorum else "no quorum"
 
     return server
+
+
+def _probe(link: ClusterLink) -> ClusterProbe:
+    def probe() -> ClusterStatus:
+        status = link.status
+        return ClusterStatus(status.role, status.commit_index, status.has_quorum)
+
+    return probe
 
 
 def _close_address(broadcaster: Broadcaster, address: str) -> None:

@@ -31,10 +31,17 @@ class Client:
         port: the peer's port.
         outbox: where frames for this client wait for its writer.
         drop: ends the connection, with the reason to log.
+        close: stops reading the connection and ends it once what is queued is
+            written (the SEND_ERROR that says why).
     """
 
     def __init__(
-        self, ip: str, port: int, outbox: Outbox, drop: Callable[[str], None]
+        self,
+        ip: str,
+        port: int,
+        outbox: Outbox,
+        drop: Callable[[str], None],
+        close: Callable[[str], None],
     ) -> None:
         self.id = f"{ip}:{port}"
         self.ip = ip
@@ -56,6 +63,7 @@ class Client:
         self.frames_out = 0
         self.bytes_out = 0
         self._drop = drop
+        self._close = close
 
     def __repr__(self) -> str:
         return f"Client({self.id!r})"
@@ -84,6 +92,10 @@ class Client:
                 f"{self.outbox.budget}-byte outgoing budget "
                 f"({self.outbox.queued_bytes} bytes already waiting)"
             )
+
+    def close(self, reason: str) -> None:
+        """End this connection after writing what is queued for it."""
+        self._close(reason)
 
     def drop(self, reason: str) -> None:
         """End this client's connection; it leaves its room as on a disconnect."""

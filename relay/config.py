@@ -86,6 +86,21 @@ class Settings:
     ``<MIXER_DATA_DIR>/admin.sock``), or ``off``; its directory must be one only
     the relay's user can enter."""
 
+    raft_self: str | None = None
+    """``MIXER_RAFT_SELF``: this node's Raft address, host:port (clustered only)."""
+
+    raft_peers: tuple[str, ...] = ()
+    """``MIXER_RAFT_PEERS``: the other nodes' Raft addresses, comma-separated;
+    none (the default) runs a single relay with no Raft at all."""
+
+    raft_secret: str = field(default="", repr=False, metadata={"secret": True})
+    """``MIXER_RAFT_SECRET``: shared by every node, required with peers; it
+    encrypts and authenticates all Raft traffic, and is never logged."""
+
+    raft_compaction_entries: int = 5000
+    """``MIXER_RAFT_COMPACTION_ENTRIES``: Raft log entries kept before the log is
+    compacted into a snapshot of the database."""
+
     log_level: str = "INFO"
     """``MIXER_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR."""
 
@@ -173,6 +188,7 @@ class Settings:
                 shown = "" if item.metadata.get("secret") else repr(env[variable])
                 problems.append(f"{variable}={shown}: {exc}")
 
+        problems.extend(_cluster_problems(values))
         if problems:
             raise ConfigError(problems)
 
@@ -182,6 +198,11 @@ class Settings:
             raise ConfigError(problems)
 
         return settings
+
+    @property
+    def is_clustered(self) -> bool:
+        """Tell whether this relay is one node of a Raft cluster."""
+        return bool(self.raft_peers)
 
     def _login_problems(self) -> list[str]:
         """What a GitHub login needs and is not given."""
@@ -211,6 +232,38 @@ def variable_name(field_name: str) -> str:
     """The environment variable that sets a :class:`Settings` field."""
     item = next(item for item in fields(Settings) if item.name == field_name)
     return str(item.metadata.get("env", "MIXER_" + field_name.upper()))
+
+
+# Below this length a shared secret can be guessed offline from captured traffic.
+MIN_SECRET_CHARS = 16
+
+
+def _cluster_problems(values: Mapping[str, Any]) -> list[str]:
+    """The settings that only make sense together (never quoting the secret)."""
+    peers = values.get("raft_peers", ())
+    own = values.get("raft_self")
+    secret = values.get("raft_secret", "")
+    problems: list[str] = []
+    if peers and own is None:
+        problems.append("MIXER_RAFT_PEERS needs MIXER_RAFT_SELF (this node's address)")
+
+    if own is not None and not peers:
+        problems.append("MIXER_RAFT_SELF needs MIXER_RAFT_PEERS (the other nodes)")
+
+    if own is not None and own in peers:
+        problems.append(f"MIXER_RAFT_PEERS lists this node itself ({own})")
+
+    if peers and not secret:
+        problems.append(
+            "MIXER_RAFT_SECRET is required with MIXER_RAFT_PEERS: without it anyone "
+            "who reaches a Raft port could run code on the node"
+        )
+    elif peers and len(secret) < MIN_SECRET_CHARS:
+        problems.append(
+            f"MIXER_RAFT_SECRET must be at least {MIN_SECRET_CHARS} characters"
+        )
+
+    return problems
 
 
 def _integer(text: str) -> int:
@@ -350,6 +403,40 @@ def _web_address(text: str) -> str:
     return value
 
 
+def _address(text: str) -> str:
+    host, separator, port = text.strip().rpartition(":")
+    if not separator or not host:
+        raise ValueError("must be host:port")
+
+    number = _port(port)
+    if number == 0:
+        raise ValueError("must name a port from 1 to 65535")
+
+    return f"{host}:{number}"
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    items = [item for item in text.split(",") if item.strip()]
+    addresses = tuple(_address(item) for item in items)
+    if len(set(addresses)) != len(addresses):
+        raise ValueError("lists an address twice")
+
+    return addresses
+
+
+def _secret(text: str) -> str:
+    # Never fails, so a ConfigError never quotes the secret's value.
+    return text
+
+
+def _compaction_entries(text: str) -> int:
+    value = _integer(text)
+    if value < 2:
+        raise ValueError("must be a whole number of at least 2")
+
+    return value
+
+
 # GitHub logins and organisation names: letters, digits and single hyphens, at
 # most 39 characters; GitHub compares them without regard to case.
 _GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
@@ -391,6 +478,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "store_max_unwritten_bytes": _positive_int,
     "room_grace": _seconds(MAX_TIMEOUT),
     "admin_socket": _admin_socket,
+    "raft_self": _address,
+    "raft_peers": _addresses,
+    "raft_secret": _secret,
+    "raft_compaction_entries": _compaction_entries,
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
     "http_port": _port,

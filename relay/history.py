@@ -156,8 +156,16 @@ class History:
         """Bytes of commands held in memory (those the store has not written)."""
         return sum(len(entry.wire) for entry in self._recent)
 
+    def attach(self, room_id: int) -> None:
+        """Set the room's id in the store (a clustered room learns it on commit)."""
+        self._room_id = room_id
+
     def append(
-        self, frame: Frame, sender: str | None = None, at: float | None = None
+        self,
+        frame: Frame,
+        sender: str | None = None,
+        at: float | None = None,
+        seq: int | None = None,
     ) -> None:
         """Store a room command, replacing the newest entry when the merge rule
         says so: a type in 201-998 whose leading string equals the newest's.
@@ -166,6 +174,7 @@ class History:
             frame: the command.
             sender: the id of the client that sent it.
             at: when the relay received it.
+            seq: its number, when the store numbered it already (clustered).
         """
         kind = frame.kind
         wire = frame.wire
@@ -179,7 +188,9 @@ class History:
         ):
             self._remove_newest(last)
 
-        seq = self._sequence()
+        if seq is None:
+            seq = self._sequence()
+
         self._recent.append(HistoryEntry(seq, wire, sender, at))
         self._last = LastCommand(seq, kind, merge_key, len(wire))
         self._count += 1

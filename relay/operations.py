@@ -121,6 +121,7 @@ class Operations:
 
     async def history_page(self, name: str, start: int, count: int) -> HistoryPage:
         """Commands ``start`` to ``start + count - 1`` of a room (from 1)."""
+        self._refuse_on_cluster("reading a history")
         room = self._room(name)
         last_start = len(room.history) + 1
         if not (1 <= start <= last_start and 0 <= count <= MAX_PAGE_COMMANDS):
@@ -140,6 +141,7 @@ class Operations:
 
     async def command(self, name: str, index: int) -> CommandDetail:
         """Inspect the command at ``index`` (from 1) of a room's history."""
+        self._refuse_on_cluster("inspecting a command")
         room = self._room(name)
         self._check_index(room, index, lowest=1)
         _total, records = await read_page(room, self._broadcaster.store, index - 1, 1)
@@ -162,6 +164,7 @@ class Operations:
     ) -> None:
         """Create ``new_name`` with the first ``index`` commands of ``name``, the
         same versions and attributes; artists can join it at once."""
+        self._refuse_on_cluster("a fork")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
@@ -246,6 +249,7 @@ class Operations:
     async def rewind_room(self, name: str, index: int, operator: str) -> None:
         """Cut a room back to its first ``index`` commands and resynchronise its
         members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
+        self._refuse_on_cluster("a rewind")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
@@ -264,6 +268,7 @@ class Operations:
 
     async def export_room(self, name: str, path: Path, operator: str) -> int:
         """Write a room file of the room as it is now; returns its size."""
+        self._refuse_on_cluster("an export")
         if not path.is_absolute():
             raise OperationRefused(
                 f"the export path must be absolute (the relay's working directory "
@@ -303,6 +308,14 @@ class Operations:
             operator, "export_room", name, f"{size} bytes to {path}", room=name
         )
         return size
+
+    def _refuse_on_cluster(self, action: str) -> None:
+        # Known limit: history reads, forks, rewinds and exports are not built for
+        # a cluster node yet (its database is written only by the Raft log).
+        if self._broadcaster.cluster is not None:
+            raise OperationRefused(
+                f"{action} is not available on a cluster node in this version"
+            )
 
     def _client(self, client_id: str) -> Client:
         client = self._broadcaster.clients.get(client_id)

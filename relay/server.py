@@ -127,6 +127,10 @@ class RelayServer:
                 if self.http is not None:
                     await tasks.start(self.http.serve)
 
+                cluster = self.broadcaster.cluster
+                if cluster is not None:
+                    await tasks.start(cluster.run, self.broadcaster)
+
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:

@@ -77,10 +77,18 @@ class Session:
         # The message a connection was admitted with, handled once it is a client.
         self._first_frame: Frame | None = None
         self._scope = anyio.CancelScope()
+        self._read_scope = anyio.CancelScope()
         self._drop_reason: str | None = None
+        self._closing_reason: str | None = None
         # What ended the session when nothing inside it did: the relay stopping.
         self._end_reason = "relay stopping"
-        self.client = Client(ip, port, Outbox(settings.client_buffer_bytes), self._drop)
+        self.client = Client(
+            ip,
+            port,
+            Outbox(settings.client_buffer_bytes),
+            self._drop,
+            self._close_after_flush,
+        )
 
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
@@ -252,6 +260,12 @@ class Session:
 
         self._scope.cancel()
 
+    def _close_after_flush(self, reason: str) -> None:
+        if self._closing_reason is None:
+            self._closing_reason = reason
+
+        self._read_scope.cancel()
+
     def _end(self, reason: str) -> None:
         self._end_reason = reason
         self._scope.cancel()
@@ -260,7 +274,14 @@ class Session:
         async with anyio.create_task_group() as tasks:
             writer_done = anyio.Event()
             tasks.start_soon(self._write_loop, writer_done)
-            reason, must_flush = await self._read_loop()
+            outcome = ("", False)
+            with self._read_scope:
+                outcome = await self._read_loop()
+
+            if self._closing_reason is not None:
+                outcome = (self._closing_reason, True)
+
+            reason, must_flush = outcome
             if must_flush:
                 self.client.outbox.close()
                 with anyio.move_on_after(CLOSING_FLUSH_SECONDS):

@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -99,12 +99,38 @@ def _add_leases(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_raft_apply_state(db: sqlite_utils.Database) -> None:
+    # What a clustered node needs to apply the Raft log exactly once and in each
+    # proposer's order: the index of the last applied entry, each proposer's
+    # next entry number, entries committed ahead of a missing one, and the parts
+    # of large commands not yet complete.
+    db.table("raft_applied").create(
+        {"id": int, "raft_index": int}, pk="id", if_not_exists=True
+    )
+    db.table("raft_streams").create(
+        {"stream": str, "next_number": int}, pk="stream", if_not_exists=True
+    )
+    db.table("raft_held").create(
+        {"stream": str, "number": int, "operations": bytes},
+        pk=("stream", "number"),
+        not_null={"operations"},
+        if_not_exists=True,
+    )
+    db.table("raft_parts").create(
+        {"command_key": str, "part": int, "data": bytes},
+        pk=("command_key", "part"),
+        not_null={"data"},
+        if_not_exists=True,
+    )
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_version_1,
     _add_operator_records,
     _add_leases,
+    _add_raft_apply_state,
 ]
 
 

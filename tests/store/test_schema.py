@@ -245,8 +245,8 @@ def write_version_1(path: Path) -> None:
 
 def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
     """A version 1 database gains the sender and time columns (NULL for old
-    commands) and the audit, bans and leases tables, keeping its rooms and
-    commands."""
+    commands), the audit, bans and leases tables and the cluster's apply state,
+    keeping its rooms and commands."""
     path = tmp_path / DATABASE_NAME
     write_version_1(path)
 
@@ -256,6 +256,6 @@ def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
     command = db.execute("SELECT seq, wire, sender, at FROM commands").fetchall()
     db.conn.close()
 
-    assert version == SCHEMA_VERSION == 3
-    assert {"rooms", "commands", "audit", "bans", "leases"} <= tables
+    assert version == SCHEMA_VERSION == 4
+    assert {"rooms", "commands", "audit", "bans", "leases", "raft_applied"} <= tables
     assert command == [(1, b"\x01\x02\x03", None, None)]

@@ -1,0 +1,539 @@
+"""The relay's side of a Raft cluster: proposing, retrying, and delivering.
+
+The broadcaster hands this link every change it would otherwise write to the
+journal (see :mod:`store.replication` for the design). The link batches them
+into entries, proposes them without blocking the event loop, retries an entry
+under the same number when its outcome is unknown, and gives up on it (telling
+the clients whose commands it carried, and the cluster, which then releases the
+entries held behind it) after :data:`GIVE_UP_SECONDS`. Applied
+entries come back from pysyncobj's thread through a blocking portal and are
+delivered to the broadcaster in log order.
+"""
+
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import sqlite_utils
+from anyio.abc import TaskStatus
+from anyio.from_thread import BlockingPortal
+
+from relay.config import Settings
+from relay.protocol import Wire
+from store.apply import ABANDON, Applied, AppliedEntry
+from store.replication import (
+    ENTRY_BYTES,
+    ClusterStatus,
+    Replica,
+    ReplicaOptions,
+    start_replica,
+    starting_status,
+    stop_replica,
+)
+from store.repository import RoomRecord, StoredCommand
+from store.schema import open_database
+from store.store import Store
+
+log = logging.getLogger(__name__)
+
+# Operations proposed within this window share one entry.
+BATCH_SECONDS = 0.002
+# An entry not applied this long after its proposal is proposed again, and one
+# still not applied after GIVE_UP_SECONDS is abandoned.
+RESUBMIT_SECONDS = 2.0
+RETRY_DELAY_SECONDS = 0.2
+GIVE_UP_SECONDS = 10.0
+WATCH_INTERVAL = 0.1
+# How long the quorum must stay lost before clients are told and closed.
+QUORUM_GRACE_SECONDS = 1.0
+
+
+class ClusterReceiver(Protocol):
+    """What the link delivers to (the broadcaster)."""
+
+    def apply_committed(self, events: Sequence[Applied]) -> None: ...
+
+    def close_all(self, message: str) -> None: ...
+
+    def close_clients(self, client_ids: set[str], message: str) -> None: ...
+
+    def reload_rooms(self) -> None: ...
+
+
+@dataclass
+class PendingEntry:
+    """An entry proposed and not yet seen applied."""
+
+    operations: list[tuple[Any, ...]]
+    size: int
+    client_ids: set[str]
+    first_proposed: float
+    last_proposed: float
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    number: int
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Reset:
+    pass
+
+
+@dataclass
+class _Batch:
+    operations: list[tuple[Any, ...]] = field(default_factory=list)
+    size: int = 0
+    client_ids: set[str] = field(default_factory=set)
+
+
+class ClusterLink:
+    """Proposes the relay's changes to Raft and delivers committed ones.
+
+    Args:
+        node_id: this node's Raft address, recorded as each operation's origin.
+        store: the node's store, read for histories (never written by the relay
+            while clustered: the applier writes).
+    """
+
+    def __init__(self, node_id: str, store: Store) -> None:
+        self.node_id = node_id
+        self._replica: Replica | None = None
+        # A new stream at every start: numbers then never collide with those
+        # of an earlier run of this node still in the log.
+        self._stream = f"{node_id}/{uuid.uuid4().hex[:12]}"
+        self._numbers = itertools.count(1)
+        self._split_commands = itertools.count(1)
+        self._batch = _Batch()
+        self._batch_ready = anyio.Event()
+        self._pending: dict[int, PendingEntry] = {}
+        self._abandoning: dict[int, float] = {}
+        self._leader: str | None = None
+        self._quorum_lost_at: float | None = None
+        self._pending_bytes = 0
+        # Filled on pysyncobj's thread, drained on the event loop.
+        self._inbox: deque[AppliedEntry | _Failure | _Reset] = deque()
+        self._wake_lock = threading.Lock()
+        self._is_wake_scheduled = False
+        self._portal: BlockingPortal | None = None
+        self._arrived = anyio.Event()
+        self.is_available = False
+        self.history_store = ClusterHistoryStore(self, store)
+
+    def attach(self, replica: Replica) -> None:
+        """Use this node's replica (created after the link, which it calls)."""
+        self._replica = replica
+
+    @property
+    def status(self) -> ClusterStatus:
+        """The node's latest sampled Raft state."""
+        if self._replica is None:
+            return starting_status(self.node_id)
+
+        return self._replica.status
+
+    @property
+    def last_seq(self) -> int:
+        """The newest command sequence number applied on this node."""
+        return self._replica.last_seq if self._replica is not None else 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Command bytes proposed and not yet applied."""
+        return self._pending_bytes + self._batch.size
+
+    # pysyncobj's thread
+
+    def on_applied(self, entry: AppliedEntry) -> None:
+        """Receive an applied entry (pysyncobj's thread)."""
+        self._inbox.append(entry)
+        self._wake()
+
+    def on_reset(self) -> None:
+        """Receive word that a snapshot replaced the database (pysyncobj's thread)."""
+        self._inbox.append(_Reset())
+        self._wake()
+
+    def _on_failure(self, number: int, code: int) -> None:
+        self._inbox.append(_Failure(number, code))
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._is_wake_scheduled or self._portal is None:
+                return
+
+            self._is_wake_scheduled = True
+            portal = self._portal
+
+        try:
+            portal.start_task_soon(self._notify)
+        except RuntimeError:
+            # The portal closed: the relay is stopping.
+            pass
+
+    async def _notify(self) -> None:
+        with self._wake_lock:
+            self._is_wake_scheduled = False
+
+        self._arrived.set()
+
+    # The event loop
+
+    def propose_room(self, record: RoomRecord) -> None:
+        """Propose a room's row (created or changed here)."""
+        self._add(
+            (
+                "room",
+                self.node_id,
+                record.name,
+                record.blender_version,
+                record.mixer_version,
+                record.ignore_version_check,
+                record.generic_protocol,
+                record.keep_open,
+                record.joinable,
+                json.dumps(record.custom),
+                record.created_at,
+            ),
+            0,
+            None,
+        )
+
+    def propose_delete(self, name: str) -> None:
+        """Propose deleting a room and its history."""
+        self._add(("delete", self.node_id, name), 0, None)
+
+    def propose_command(self, client_id: str, room: str, kind: int, wire: Wire) -> None:
+        """Propose a room command; it is forwarded once committed."""
+        size = len(wire)
+        if size <= ENTRY_BYTES:
+            command = ("command", self.node_id, client_id, room, kind, bytes(wire))
+            self._add(command, size, client_id)
+            return
+
+        # Parts follow whatever was proposed before the command, in order.
+        self._submit_batch()
+        # Not a stream number: every one of those must be proposed, or the
+        # stream's later entries would wait for it for ever.
+        key = f"{self._stream}/c{next(self._split_commands)}"
+        count = -(-size // ENTRY_BYTES)
+        view = memoryview(wire)
+        for part in range(count):
+            data = bytes(view[part * ENTRY_BYTES : (part + 1) * ENTRY_BYTES])
+            operation = (
+                "part",
+                self.node_id,
+                client_id,
+                room,
+                kind,
+                key,
+                part,
+                count,
+                data,
+            )
+            self._submit([operation], len(data), {client_id})
+
+    def _add(
+        self, operation: tuple[Any, ...], size: int, client_id: str | None
+    ) -> None:
+        batch = self._batch
+        batch.operations.append(operation)
+        batch.size += size
+        if client_id is not None:
+            batch.client_ids.add(client_id)
+
+        if batch.size >= ENTRY_BYTES:
+            self._submit_batch()
+        elif len(batch.operations) == 1:
+            self._batch_ready.set()
+
+    def _submit_batch(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        if batch.operations:
+            self._submit(batch.operations, batch.size, batch.client_ids)
+
+    def _submit(
+        self, operations: list[tuple[Any, ...]], size: int, client_ids: set[str]
+    ) -> None:
+        number = next(self._numbers)
+        now = time.monotonic()
+        self._pending[number] = PendingEntry(operations, size, client_ids, now, now)
+        self._pending_bytes += size
+        self._propose(number, operations)
+
+    def _propose(self, number: int, operations: list[tuple[Any, ...]]) -> None:
+        assert self._replica is not None
+        self._replica.propose(self._stream, number, operations, self._on_failure)
+
+    async def run(
+        self,
+        receiver: ClusterReceiver,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Deliver, batch, retry and watch the quorum until cancelled."""
+        async with BlockingPortal() as portal, anyio.create_task_group() as tasks:
+            with self._wake_lock:
+                self._portal = portal
+
+            tasks.start_soon(self._deliver, receiver)
+            tasks.start_soon(self._flush_batches)
+            tasks.start_soon(self._watch, receiver)
+            self._arrived.set()  # entries applied before the portal existed
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with self._wake_lock:
+                    self._portal = None
+
+                tasks.cancel_scope.cancel()
+
+    async def _deliver(self, receiver: ClusterReceiver) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived = anyio.Event()
+            events: list[Applied] = []
+            while self._inbox:
+                item = self._inbox.popleft()
+                if isinstance(item, AppliedEntry):
+                    if item.stream == self._stream:
+                        self._acknowledge(item)
+
+                    events.extend(item.events)
+                elif isinstance(item, _Failure):
+                    self._retry_soon(item)
+                else:
+                    receiver.apply_committed(events)
+                    events = []
+                    receiver.reload_rooms()
+
+            receiver.apply_committed(events)
+            await anyio.lowlevel.checkpoint()
+
+    def _acknowledge(self, entry: AppliedEntry) -> None:
+        if entry.abandoned is not None:
+            self._abandoning.pop(entry.abandoned, None)
+            return
+
+        self._forget(entry.number)
+
+    def _forget(self, number: int) -> None:
+        pending = self._pending.pop(number, None)
+        if pending is not None:
+            self._pending_bytes -= pending.size
+
+    def _retry_soon(self, failure: _Failure) -> None:
+        pending = self._pending.get(failure.number)
+        if pending is not None and pending.retry_at is None:
+            log.info(
+                "raft.proposal_failed",
+                extra={"number": failure.number, "code": failure.code},
+            )
+            pending.retry_at = time.monotonic() + RETRY_DELAY_SECONDS
+
+    async def _flush_batches(self) -> None:
+        while True:
+            await self._batch_ready.wait()
+            self._batch_ready = anyio.Event()
+            await anyio.sleep(BATCH_SECONDS)
+            self._submit_batch()
+
+    async def _watch(self, receiver: ClusterReceiver) -> None:
+        while True:
+            await anyio.sleep(WATCH_INTERVAL)
+            self._watch_quorum(receiver)
+            self._watch_pending(receiver)
+
+    def _watch_quorum(self, receiver: ClusterReceiver) -> None:
+        status = self.status
+        now = time.monotonic()
+        if status.is_available:
+            self._quorum_lost_at = None
+            if not self.is_available:
+                self.is_available = True
+                log.info("cluster.available", extra={"cluster": status.summary()})
+
+            return
+
+        # A failover makes the survivors' quorum flicker for a moment while
+        # connections are re-made: only a loss that lasts counts.
+        if self._quorum_lost_at is None:
+            self._quorum_lost_at = now
+
+        if not self.is_available or now - self._quorum_lost_at < QUORUM_GRACE_SECONDS:
+            return
+
+        self.is_available = False
+        log.warning("cluster.unavailable", extra={"cluster": status.summary()})
+        receiver.close_all(
+            "this relay node lost contact with its cluster; reconnect to another node"
+        )
+
+    def _watch_pending(self, receiver: ClusterReceiver) -> None:
+        now = time.monotonic()
+        # A new leader never saw what was sent to the old one: propose again
+        # everything in flight, oldest first, at once.
+        leader = self.status.leader
+        is_new_leader = leader is not None and leader != self._leader
+        self._leader = leader
+        abandoned: set[str] = set()
+        for number, pending in list(self._pending.items()):
+            if now - pending.first_proposed > GIVE_UP_SECONDS:
+                self._forget(number)
+                self._abandoning[number] = 0.0
+                abandoned |= pending.client_ids
+                log.warning(
+                    "raft.proposal_abandoned",
+                    extra={"number": number, "clients": len(pending.client_ids)},
+                )
+            elif (
+                is_new_leader
+                or (pending.retry_at is not None and now >= pending.retry_at)
+                or now - pending.last_proposed > RESUBMIT_SECONDS
+            ):
+                pending.retry_at = None
+                pending.last_proposed = now
+                self._propose(number, pending.operations)
+
+        # Entries after an abandoned one wait for it on every node until the
+        # abandonment is committed, so it is proposed until it is.
+        for number, last in list(self._abandoning.items()):
+            if is_new_leader or now - last > RESUBMIT_SECONDS:
+                self._abandoning[number] = now
+                self._propose(ABANDON, [("abandon", number)])
+
+        if abandoned:
+            receiver.close_clients(
+                abandoned,
+                "the cluster could not commit your commands in time; reconnect to "
+                "another node",
+            )
+
+    def state_line(self) -> str:
+        """The cluster's state in one line (role, leader, quorum, lag)."""
+        status = self.status
+        lag = max(0, status.commit_index - status.applied_index)
+        return f"{status.summary()}, lag {lag}, {len(self._pending)} entries in flight"
+
+
+class ClusterHistoryStore:
+    """What a room's history needs from the store while clustered: the applier
+    has already written every command it is given, and reads go to the store."""
+
+    def __init__(self, link: ClusterLink, store: Store) -> None:
+        self._link = link
+        self._store = store
+
+    @property
+    def durable_seq(self) -> int:
+        """Every command up to this number is in this node's database."""
+        return self._link.last_seq
+
+    def allocate_seq(self) -> int:
+        """Never called: the applier numbers commands."""
+        raise RuntimeError("a clustered history does not number its commands")
+
+    def append(
+        self,
+        seq: int,
+        room_id: int,
+        kind: int,
+        wire: Wire,
+        sender: str | None,
+        at: float | None,
+    ) -> None:
+        """Nothing to do: the applier wrote the command."""
+
+    def remove(self, seq: int) -> None:
+        """Nothing to do: the applier applied the merge rule."""
+
+    def truncate_history(self, room_id: int, after_seq: int) -> None:
+        """Never called: rewinds are refused on a cluster node."""
+        raise RuntimeError("a clustered history is never cut by the relay")
+
+    async def read(
+        self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
+    ) -> list[StoredCommand]:
+        """Read stored commands from this node's database."""
+        return await self._store.read(room_id, after_seq, until_seq, max_bytes)
+
+
+# Seconds pysyncobj gets to bind its port, and a starting node to catch up with
+# the cluster before it serves what it has.
+START_SECONDS = 10.0
+CATCH_UP_SECONDS = 5.0
+STOP_SECONDS = 2.0
+
+
+@dataclass
+class ClusterNode:
+    """This node's Raft member, its link, and the connection it writes with."""
+
+    link: ClusterLink
+    replica: Replica
+    db: sqlite_utils.Database
+
+    def close(self) -> None:
+        """Stop Raft (bounded) and close the writing connection."""
+        if not stop_replica(self.replica, STOP_SECONDS):
+            log.error("raft.stop_timed_out", extra={"seconds": STOP_SECONDS})
+
+        self.db.conn.close()
+
+
+def open_cluster(settings: Settings, store: Store) -> ClusterNode:
+    """Start this node's Raft member and wait (bounded) until it caught up.
+
+    Raises:
+        StoreError: Raft could not start, or the database cannot be opened.
+    """
+    assert settings.raft_self is not None
+    link = ClusterLink(settings.raft_self, store)
+    db = open_database(store.path, settings.store_cache_bytes)
+    options = ReplicaOptions(
+        self_address=settings.raft_self,
+        peers=settings.raft_peers,
+        secret=settings.raft_secret,
+        data_dir=store.data_dir,
+        compaction_entries=settings.raft_compaction_entries,
+    )
+    try:
+        replica = start_replica(
+            options, db, link.on_applied, link.on_reset, START_SECONDS
+        )
+    except BaseException:
+        db.conn.close()
+        raise
+
+    link.attach(replica)
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while not replica.isReady() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    log.info(
+        "raft.started",
+        extra={
+            "node": settings.raft_self,
+            "peers": ",".join(settings.raft_peers),
+            "caught_up": replica.isReady(),
+        },
+    )
+    return ClusterNode(link, replica, db)
+
+
+def cluster_state(link: ClusterLink | None) -> str | None:
+    """The cluster's state for the console (None on a single node)."""
+    return link.state_line() if link is not None else None

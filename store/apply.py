@@ -1,0 +1,481 @@
+"""Applying committed Raft entries to a node's SQLite file, exactly once each.
+
+An entry is a batch of operations proposed by one node (see
+:mod:`store.replication` for the whole design). Every node applies the same
+entries in the same order, so the rows they write are the same everywhere: room
+ids and command sequence numbers are handed out here, at apply time, never by
+the proposing node.
+
+Each entry is applied in one transaction that also records the entry's Raft
+index: replay after a restart (pysyncobj replays its journal from the last
+snapshot) is then harmless.
+
+Entries are numbered by their proposer: a stream (node and process start) and
+a number counting up from 1. The applier applies each stream's entries in
+number order, once each: a number already applied is a retry committed twice
+and is skipped; a number ahead of the next expected one (the entry before it
+was lost with a leader and is being retried) is held in the database until the
+gap is filled, or until its proposer abandons the missing number. So a
+client's commands are never reordered by a failover, and every node holds and
+releases the same entries at the same log positions.
+"""
+
+import json
+import logging
+import marshal
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from relay.messages import is_mergeable, is_stored
+from relay.protocol import HEADER, leading_string
+from store.repository import (
+    RoomRecord,
+    delete_commands,
+    delete_room,
+    insert_commands,
+    save_room,
+)
+
+log = logging.getLogger(__name__)
+
+# The entry number of an abandonment, which is applied whatever its position.
+ABANDON = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSaved:
+    """A room's row was created or changed by ``origin`` (a node id)."""
+
+    origin: str
+    record: RoomRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RoomDeleted:
+    """A room and its history were deleted by ``origin``."""
+
+    origin: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCommitted:
+    """A room command is committed: forward it to the room's members.
+
+    ``seq`` is its number in the room's history, 0 for a command that is not
+    stored (forwarded only).
+    """
+
+    origin: str
+    client_id: str
+    room: str
+    room_id: int
+    seq: int
+    kind: int
+    wire: bytes
+
+
+Applied = RoomSaved | RoomDeleted | CommandCommitted
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEntry:
+    """What one committed entry did: ``events`` may come from entries held
+    before it, and is empty for a replayed, repeated or held entry."""
+
+    stream: str
+    number: int
+    raft_index: int
+    events: tuple[Applied, ...]
+    abandoned: int | None = None
+    """For an abandonment: the number given up on."""
+
+
+class MalformedOperation(ValueError):
+    """Raised when an operation in an entry does not have the expected shape."""
+
+
+class EntryApplier:
+    """Applies entries to one database connection (used by one thread only).
+
+    Args:
+        db: the node's writing connection to its SQLite file.
+    """
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
+        self._last_commands: dict[int, tuple[int, int, bytes | None]] = {}
+        self.applied_index = 0
+        self.last_seq = 0
+        self._next_seq = 1
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the counters again (after a snapshot replaced the database)."""
+        db = self._db
+        row = db.execute("SELECT raft_index FROM raft_applied WHERE id = 1").fetchone()
+        self.applied_index = int(row[0]) if row else 0
+        (max_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM commands").fetchone()
+        self._next_seq = int(max_seq) + 1
+        self.last_seq = int(max_seq)
+        self._last_commands.clear()
+
+    def apply(
+        self, raft_index: int, stream: str, number: int, operations: object
+    ) -> AppliedEntry:
+        """Apply one committed entry in one transaction.
+
+        Args:
+            raft_index: the entry's position in the log.
+            stream: who proposed it (node and process start).
+            number: its number in the stream; :data:`ABANDON` for an entry
+                whose one operation gives up on a missing number.
+            operations: what it does.
+
+        Raises:
+            sqlite3.Error: the database refused the write; nothing of the entry
+                was applied, and applying it again later is safe.
+        """
+        if raft_index <= self.applied_index:
+            return AppliedEntry(stream, number, raft_index, ())
+
+        db = self._db
+        events: list[Applied] = []
+        next_seq = self._next_seq
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._apply_in_order(str(stream), number, operations, events)
+            db.execute(
+                "INSERT INTO raft_applied (id, raft_index) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index",
+                [raft_index],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.execute("ROLLBACK")
+
+            self._next_seq = next_seq
+            self._last_commands.clear()
+            raise
+
+        self.applied_index = raft_index
+        self.last_seq = self._next_seq - 1
+        abandoned = _abandoned_number(operations) if number == ABANDON else None
+        return AppliedEntry(stream, number, raft_index, tuple(events), abandoned)
+
+    def _apply_in_order(
+        self, stream: str, number: object, operations: object, events: list[Applied]
+    ) -> None:
+        if not isinstance(number, int) or number < 0:
+            log.error("raft.entry_malformed", extra={"stream": stream})
+            return
+
+        expected = self._next_number(stream)
+        if number == ABANDON:
+            missing = _abandoned_number(operations)
+            if missing is None or missing < expected:
+                return
+
+            log.warning(
+                "raft.entries_abandoned",
+                extra={"stream": stream, "from": expected, "to": missing},
+            )
+            # Every number up to the abandoned one is either held (applied now,
+            # in order) or given up.
+            for held in range(expected, missing + 1):
+                self._release(stream, held, events)
+
+            self._advance(stream, missing + 1, events)
+            return
+
+        if number < expected:
+            return  # a retry of an entry already applied
+
+        if number > expected:
+            # Known limit: entries held behind a number whose proposer died
+            # before abandoning it are never applied, and their rows stay in
+            # raft_held (no client received them).
+            self._db.execute(
+                "INSERT OR IGNORE INTO raft_held (stream, number, operations) "
+                "VALUES (?, ?, ?)",
+                [stream, number, _pack(operations)],
+            )
+            return
+
+        self._apply_operations(stream, operations, events)
+        self._advance(stream, number + 1, events)
+
+    def _advance(self, stream: str, number: int, events: list[Applied]) -> None:
+        """Set the stream's next number, applying held entries that follow."""
+        while self._release(stream, number, events):
+            number += 1
+
+        self._db.execute(
+            "INSERT INTO raft_streams (stream, next_number) VALUES (?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET next_number = excluded.next_number",
+            [stream, number],
+        )
+
+    def _release(self, stream: str, number: int, events: list[Applied]) -> bool:
+        row = self._db.execute(
+            "SELECT operations FROM raft_held WHERE stream = ? AND number = ?",
+            [stream, number],
+        ).fetchone()
+        if row is None:
+            return False
+
+        self._db.execute(
+            "DELETE FROM raft_held WHERE stream = ? AND number = ?", [stream, number]
+        )
+        self._apply_operations(stream, _unpack(row[0]), events)
+        return True
+
+    def _next_number(self, stream: str) -> int:
+        row = self._db.execute(
+            "SELECT next_number FROM raft_streams WHERE stream = ?", [stream]
+        ).fetchone()
+        return int(row[0]) if row else 1
+
+    def _apply_operations(
+        self, stream: str, operations: object, events: list[Applied]
+    ) -> None:
+        for operation in _operations(operations):
+            try:
+                event = self._apply_operation(operation)
+            except MalformedOperation as exc:
+                # Only a node with the secret can propose; a bad operation is our
+                # bug, and skipping it keeps every node equal.
+                log.error(
+                    "raft.operation_skipped",
+                    extra={"stream": stream, "error": str(exc)},
+                )
+                continue
+
+            if event is not None:
+                events.append(event)
+
+    def _apply_operation(self, operation: tuple[Any, ...]) -> Applied | None:
+        name = operation[0] if operation else None
+        if name == "room":
+            return self._save_room(*_shape(operation, 11))
+
+        if name == "delete":
+            return self._delete_room(*_shape(operation, 3))
+
+        if name == "command":
+            return self._add_command(*_shape(operation, 6))
+
+        if name == "part":
+            return self._add_part(*_shape(operation, 9))
+
+        raise MalformedOperation(f"unknown operation {name!r}")
+
+    def _save_room(
+        self,
+        _name: str,
+        origin: str,
+        room: str,
+        blender_version: str,
+        mixer_version: str,
+        ignore_version_check: bool,
+        generic_protocol: bool,
+        keep_open: bool,
+        joinable: bool,
+        custom_json: str,
+        created_at: float,
+    ) -> RoomSaved:
+        _require(isinstance(room, str) and room, "a room name")
+        _require(isinstance(custom_json, str), "custom attributes as JSON")
+        try:
+            custom = json.loads(custom_json)
+        except ValueError as exc:
+            raise MalformedOperation(f"custom attributes: {exc}") from None
+
+        _require(isinstance(custom, dict), "custom attributes as an object")
+        room_id = self._room_id(room) or self._new_room_id()
+        record = RoomRecord(
+            id=room_id,
+            name=room,
+            blender_version=str(blender_version),
+            mixer_version=str(mixer_version),
+            ignore_version_check=bool(ignore_version_check),
+            generic_protocol=bool(generic_protocol),
+            keep_open=bool(keep_open),
+            joinable=bool(joinable),
+            custom=custom,
+            created_at=float(created_at),
+        )
+        save_room(self._db, record)
+        return RoomSaved(str(origin), record)
+
+    def _delete_room(self, _name: str, origin: str, room: str) -> RoomDeleted | None:
+        room_id = self._room_id(room)
+        if room_id is None:
+            return None
+
+        delete_room(self._db, room_id)
+        self._last_commands.pop(room_id, None)
+        return RoomDeleted(str(origin), room)
+
+    def _add_command(
+        self,
+        _name: str,
+        origin: str,
+        client_id: str,
+        room: str,
+        kind: int,
+        wire: bytes,
+    ) -> CommandCommitted | None:
+        _require(isinstance(wire, bytes) and len(wire) >= HEADER.size, "frame bytes")
+        _require(isinstance(kind, int), "a message type")
+        room_id = self._room_id(room)
+        if room_id is None:
+            # Deleted while the command was in flight: nobody can receive it.
+            return None
+
+        seq = 0
+        if is_stored(kind):
+            seq = self._store_command(room_id, kind, wire, str(client_id))
+
+        return CommandCommitted(
+            str(origin), str(client_id), room, room_id, seq, kind, wire
+        )
+
+    def _add_part(
+        self,
+        _name: str,
+        origin: str,
+        client_id: str,
+        room: str,
+        kind: int,
+        command_key: str,
+        part: int,
+        count: int,
+        data: bytes,
+    ) -> CommandCommitted | None:
+        _require(isinstance(command_key, str), "a command key")
+        _require(isinstance(data, bytes), "part bytes")
+        _require(isinstance(count, int) and 0 <= part < count, "a part number")
+        # Known limit: the parts of a command whose other parts were abandoned
+        # stay in raft_parts for good.
+        db = self._db
+        db.execute(
+            "INSERT OR REPLACE INTO raft_parts (command_key, part, data) "
+            "VALUES (?, ?, ?)",
+            [command_key, part, data],
+        )
+        (received,) = db.execute(
+            "SELECT count(*) FROM raft_parts WHERE command_key = ?", [command_key]
+        ).fetchone()
+        if received < count:
+            return None
+
+        # Parts may be committed out of order (a retried one comes late), so the
+        # command is assembled once all of them are in, in part order.
+        parts = db.execute(
+            "SELECT data FROM raft_parts WHERE command_key = ? ORDER BY part",
+            [command_key],
+        ).fetchall()
+        db.execute("DELETE FROM raft_parts WHERE command_key = ?", [command_key])
+        wire = b"".join(row[0] for row in parts)
+        return self._add_command("command", origin, client_id, room, kind, wire)
+
+    def _store_command(self, room_id: int, kind: int, wire: bytes, sender: str) -> int:
+        """Append to a room's history with the merge rule (as relay.history).
+
+        Known limit: a clustered command is stored without the time it arrived,
+        since every node must write the same row and the entry carries no clock.
+        """
+        payload = memoryview(wire)[HEADER.size :]
+        merge_key = leading_string(payload) if is_mergeable(kind) else None
+        last = self._last_command(room_id)
+        if (
+            merge_key is not None
+            and last is not None
+            and last[1] == kind
+            and last[2] == merge_key
+        ):
+            delete_commands(self._db, [last[0]])
+
+        seq = self._next_seq
+        self._next_seq += 1
+        insert_commands(self._db, [(seq, room_id, kind, len(wire), wire, sender, None)])
+        self._last_commands[room_id] = (seq, kind, merge_key)
+        return seq
+
+    def _last_command(self, room_id: int) -> tuple[int, int, bytes | None] | None:
+        cached = self._last_commands.get(room_id)
+        if cached is not None:
+            return cached
+
+        row = self._db.execute(
+            "SELECT seq, kind, wire FROM commands WHERE room_id = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            [room_id],
+        ).fetchone()
+        if row is None:
+            return None
+
+        seq, kind, wire = row
+        payload = memoryview(wire)[HEADER.size :]
+        key = leading_string(payload) if is_mergeable(kind) else None
+        self._last_commands[room_id] = (seq, kind, key)
+        return self._last_commands[room_id]
+
+    def _room_id(self, name: str) -> int | None:
+        row = self._db.execute("SELECT id FROM rooms WHERE name = ?", [name]).fetchone()
+        return int(row[0]) if row else None
+
+    def _new_room_id(self) -> int:
+        (room_id,) = self._db.execute(
+            "SELECT coalesce(max(id), 0) + 1 FROM rooms"
+        ).fetchone()
+        return int(room_id)
+
+
+def _abandoned_number(operations: object) -> int | None:
+    match operations:
+        case [("abandon", int(number))]:
+            return number
+        case _:
+            log.error("raft.abandon_malformed")
+            return None
+
+
+def _pack(operations: Any) -> bytes:
+    # marshal, not pickle: held operations are plain values, and reading them
+    # back can never run code.
+    try:
+        return marshal.dumps(operations)
+    except ValueError:
+        log.error("raft.entry_malformed", extra={"reason": "not plain values"})
+        return marshal.dumps([])
+
+
+def _unpack(data: bytes) -> object:
+    return marshal.loads(data)
+
+
+def _operations(operations: object) -> list[tuple[Any, ...]]:
+    if not isinstance(operations, (list, tuple)):
+        log.error("raft.entry_malformed", extra={"type": type(operations).__name__})
+        return []
+
+    return [op for op in operations if isinstance(op, tuple)]
+
+
+def _shape(operation: tuple[Any, ...], length: int) -> tuple[Any, ...]:
+    if len(operation) != length:
+        raise MalformedOperation(
+            f"{operation[0]!r} takes {length} fields, not {len(operation)}"
+        )
+
+    return operation
+
+
+def _require(condition: object, what: str) -> None:
+    if not condition:
+        raise MalformedOperation(f"expected {what}")
