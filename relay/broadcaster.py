@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
 from relay.errors import MalformedPayload, RequestRefused
+from relay.events import EventLog
 from relay.history import History, HistoryReplay, LastCommand
 from relay.marks import RoomMarks
 from relay.messages import (
@@ -57,6 +58,7 @@ class Broadcaster:
         self.rooms: dict[str, Room] = {}
         self.store = store
         self.is_stopping = False
+        self.events = EventLog()
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics = RoomMarks()
@@ -90,12 +92,19 @@ class Broadcaster:
 
         self.clients[client.id] = client
         log.info("client.connected", extra={"client_id": client.id})
+        self.events.record("connect", "connected", client_id=client.id)
         self._send_to_all(
             _json_frame(MessageType.CLIENT_UPDATE, {client.id: client.attributes()})
         )
 
-    def disconnect(self, client: Client, reason: str) -> None:
-        """Remove a connection: it leaves its room, then everyone is told."""
+    def disconnect(self, client: Client, reason: str, *, is_drop: bool = False) -> None:
+        """Remove a connection: it leaves its room, then everyone is told.
+
+        Args:
+            client: the connection.
+            reason: why it ended, for the log and the event log.
+            is_drop: the relay ended it (too slow, kicked, ...), not the peer.
+        """
         if client.is_gone:
             return
 
@@ -110,6 +119,9 @@ class Broadcaster:
 
         log.info(
             "client.disconnected", extra={"client_id": client.id, "reason": reason}
+        )
+        self.events.record(
+            "drop" if is_drop else "disconnect", reason, client_id=client.id
         )
         if not self.is_stopping:
             self._send_to_all(
@@ -158,6 +170,11 @@ class Broadcaster:
                     "error": reason[:LOGGED_TEXT_CHARS],
                     "refusals": client.refusals,
                 },
+            )
+            self.events.record(
+                "error",
+                f"refused {type_name(kind)}: {reason[:LOGGED_TEXT_CHARS]}",
+                client_id=client.id,
             )
 
         self.send_error(client, f"{type_name(kind)}: {reason}")
@@ -257,6 +274,7 @@ class Broadcaster:
         client.send(encode_frame(MessageType.JOIN_ROOM, encode_string(room.name)))
         client.send(encode_frame(MessageType.CONTENT))
         log.info("room.created", extra={"room": room.name, "client_id": client.id})
+        self.events.record("room", "created", room=room.name, client_id=client.id)
         self._send_to_all(
             _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
         )
@@ -302,6 +320,7 @@ class Broadcaster:
                 "byte_size": room.history.byte_size,
             },
         )
+        self.events.record("join", "joined", room=room.name, client_id=client.id)
         self._announce_room_of(client)
 
     def _leave_room(self, client: Client, payload: memoryview) -> None:
@@ -318,6 +337,7 @@ class Broadcaster:
             client.send(encode_frame(MessageType.LEAVE_ROOM))
 
         log.info("room.left", extra={"room": room.name, "client_id": client.id})
+        self.events.record("leave", "left", room=room.name, client_id=client.id)
         self._announce_room_of(client)
         # Nobody could ever join a room whose scene upload was abandoned.
         abandoned = room.creator is client and not room.is_joinable
@@ -371,6 +391,7 @@ class Broadcaster:
 
         self._rooms_with_new_statistics.unmark(room)
         log.info("room.deleted", extra={"room": room.name})
+        self.events.record("room", "deleted", room=room.name)
         self._send_to_all(
             encode_frame(MessageType.ROOM_DELETED, encode_string(room.name))
         )
@@ -434,6 +455,9 @@ class Broadcaster:
                     "text": message[:LOGGED_TEXT_CHARS],
                     "errors_sent": client.errors_sent,
                 },
+            )
+            self.events.record(
+                "error", message[:LOGGED_TEXT_CHARS], client_id=client.id
             )
 
         self._send_to_all(encode_frame(MessageType.SEND_ERROR, encode_string(message)))

@@ -37,6 +37,9 @@ class Client:
         self.errors_sent = 0
         self.is_gone = False
         self.connected_at = time.time()
+        # The login identity the connection was granted under; set by the login
+        # step once it exists, and matched against "login:" bans then.
+        self.login: str | None = None
         # Traffic since the connection opened, sampled by the console for rates:
         # frames handled and their bytes in, frames queued and bytes written out.
         self.frames_in = 0

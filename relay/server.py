@@ -9,7 +9,10 @@ from anyio.abc import TaskStatus
 
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
+from relay.local_control import LocalControl
 from relay.session import Session
+from relay.supervision import supervised
+from relay.traffic import TrafficMeter
 from store.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,10 @@ class RelayServer:
     Args:
         settings: where to listen, limits and timeouts.
         broadcaster: the relay's state (a new one when omitted).
+
+    Attributes:
+        control: the operator's hands on this relay, in-process (its rates are
+            sampled while :meth:`serve` runs).
     """
 
     def __init__(
@@ -37,6 +44,8 @@ class RelayServer:
     ) -> None:
         self.settings = settings
         self.broadcaster = broadcaster or Broadcaster()
+        self.traffic = TrafficMeter(self.broadcaster)
+        self.control = LocalControl(self.broadcaster, self.traffic)
         self.port: int | None = None
         self._listener: socket.socket | None = None
 
@@ -65,9 +74,16 @@ class RelayServer:
         assert listener is not None
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._publish_statistics)
-                tasks.start_soon(self._expire_restored_rooms)
-                tasks.start_soon(self._forget_written)
+                # Supervised: inside the console the relay shares the app's loop,
+                # and a background task's exception would end the whole process.
+                for name, task in (
+                    ("publish_statistics", self._publish_statistics),
+                    ("expire_restored_rooms", self._expire_restored_rooms),
+                    ("forget_written", self._forget_written),
+                    ("sample_traffic", self.traffic.run),
+                ):
+                    tasks.start_soon(supervised, name, task)
+
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
         finally:

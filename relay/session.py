@@ -56,24 +56,39 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
-        self._broadcaster.connect(client)
         reason: str | None = None
+        is_drop = False
         try:
             with self._scope:
+                self._broadcaster.connect(client)
                 reason = await self._serve()
         except Exception:
+            # Contained here: inside the console the relay shares the app's loop,
+            # and an exception leaving this task would end the whole process.
             log.exception("session.failed", extra={"client_id": client.id})
+            self._broadcaster.events.record(
+                "error", "internal error: connection closed", client_id=client.id
+            )
             reason = "internal error"
+            is_drop = True
         finally:
             # Nothing here awaits, so the cleanup cannot be cancelled halfway.
             if self._drop_reason is not None:
                 reason = self._drop_reason
+                is_drop = True
                 log.warning(
                     "client.dropped", extra={"client_id": client.id, "reason": reason}
                 )
 
-            self._broadcaster.disconnect(client, reason or self._end_reason)
-            client.outbox.discard()
+            self._close(reason or self._end_reason, is_drop)
+
+    def _close(self, reason: str, is_drop: bool) -> None:
+        try:
+            self._broadcaster.disconnect(self.client, reason, is_drop=is_drop)
+        except Exception:
+            log.exception("session.cleanup_failed", extra={"client_id": self.client.id})
+        finally:
+            self.client.outbox.discard()
             anyio.notify_closing(self._sock)
             self._sock.close()
 
