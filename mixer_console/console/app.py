@@ -46,6 +46,7 @@ class MixerConsole(App[None]):
     Args:
         control: the relay, as the operator drives it.
         operator: who the audit log names for every action.
+        where: the relay in a few words ("127.0.0.1:12800", a socket path).
         hosted: the relay to run in this process, if any.
         handle_signals: stop on SIGTERM and SIGHUP like the headless relay (for
             the command line; tests leave the process's handlers alone).
@@ -62,6 +63,7 @@ class MixerConsole(App[None]):
         self,
         control: RelayControl,
         operator: str,
+        where: str,
         *,
         hosted: HostedRelay | None = None,
         handle_signals: bool = False,
@@ -71,7 +73,7 @@ class MixerConsole(App[None]):
         self.operator = operator
         self.hosted = hosted
         self.feed = RelayFeed(control, self)
-        self.dashboard = DashboardScreen(control, operator)
+        self.dashboard = DashboardScreen(control, operator, where)
         self._handle_signals = handle_signals
         self._relay_worker: Worker[None] | None = None
 

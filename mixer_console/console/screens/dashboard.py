@@ -31,6 +31,7 @@ class DashboardScreen(Screen[None]):
     Args:
         control: the relay.
         operator: who the audit log names for every action.
+        where: the relay in a few words, for the totals bar.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -45,14 +46,15 @@ class DashboardScreen(Screen[None]):
         Binding("3", "focus_pane('events')", "Events", show=False),
     ]
 
-    def __init__(self, control: RelayControl, operator: str) -> None:
+    def __init__(self, control: RelayControl, operator: str, where: str) -> None:
         super().__init__()
         self.control = control
         self.operator = operator
+        self.where = where
         self.snapshot: RelaySnapshot | None = None
 
     def compose(self) -> ComposeResult:
-        yield TotalsBar(id="totals")
+        yield TotalsBar(self.where, id="totals")
         with Vertical(id="rooms-pane", classes="pane"):
             yield RoomsTable(id="rooms")
         with Vertical(id="artists-pane", classes="pane"):

@@ -3,33 +3,37 @@
 from rich.text import Text
 from textual.widgets import Static
 
-from mixer_console.console.format import format_bytes, format_rate
+from mixer_console.console.format import format_rate
 from relay.control import Totals
 
 MB = 1_000_000
 
 
-def totals_text(totals: Totals) -> str:
-    """The figures, shortest first so that a narrow terminal keeps the main ones."""
-    parts = [
-        f"conns {totals.connections}",
-        f"rooms {totals.rooms}",
-        f"cmd/s {format_rate(totals.commands_per_second)}",
-        f"MB/s {totals.bytes_per_second / MB:.2f}",
-        f"CPU {totals.cpu_percent:.0f}%",
-        f"mem {format_bytes(totals.rss_bytes)}",
+def totals_figures(totals: Totals) -> list[tuple[str, str]]:
+    """(label, value) pairs, most wanted first: a narrow terminal cuts the end."""
+    figures = [
+        ("conns", str(totals.connections)),
+        ("rooms", str(totals.rooms)),
+        ("cmd/s", format_rate(totals.commands_per_second)),
+        ("MB/s", f"{totals.bytes_per_second / MB:.2f}"),
+        ("CPU", f"{totals.cpu_percent:.0f}%"),
+        ("mem", f"{totals.rss_bytes / MB:.0f}MB"),
     ]
     if totals.store_state is not None:
-        parts.append(f"store {totals.store_state}")
+        figures.append(("store", totals.store_state))
 
     if totals.cluster_state is not None:
-        parts.append(f"cluster {totals.cluster_state}")
+        figures.append(("cluster", totals.cluster_state))
 
-    return "  ".join(parts)
+    return figures
 
 
 class TotalsBar(Static):
-    """The relay's state (running, stopped, paused view) and its totals."""
+    """Which relay, its state (running, stopped, paused view) and its totals.
+
+    Args:
+        where: the relay in a few words ("127.0.0.1:12800", a socket path).
+    """
 
     DEFAULT_CSS = """
     TotalsBar {
@@ -39,16 +43,17 @@ class TotalsBar(Static):
     }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, where: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._where = where
         self._state = "connecting"
         self._is_reachable = True
-        self._figures = ""
+        self._figures: list[tuple[str, str]] = []
         self._is_paused = False
         self._shown: Text | None = None
 
     def show_totals(self, totals: Totals) -> None:
-        self._figures = totals_text(totals)
+        self._figures = totals_figures(totals)
         self._redraw()
 
     def show_state(self, is_reachable: bool, text: str) -> None:
@@ -62,11 +67,18 @@ class TotalsBar(Static):
 
     def _redraw(self) -> None:
         line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(self._where + " ", style="bold")
         if self._is_paused:
-            line.append("PAUSED ", style="bold reverse")
+            line.append("PAUSED", style="bold reverse")
+            line.append(" ")
 
-        if self._is_reachable:
-            line.append(self._figures or self._state)
+        if self._is_reachable and self._figures:
+            # One space everywhere, labels dim: with the store it fits 80 columns.
+            for label, value in self._figures:
+                line.append(label + " ", style="dim")
+                line.append(value + " ", style="bold")
+        elif self._is_reachable:
+            line.append(self._state)
         else:
             line.append(self._state, style="bold red")
 
