@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from relay.audit import AUDIT_MEMORY_ENTRIES, AuditLog
+from relay.bans import BanList
 from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client
 from relay.errors import MalformedPayload, RequestRefused
 from relay.events import EventLog
@@ -59,6 +61,10 @@ class Broadcaster:
         self.store = store
         self.is_stopping = False
         self.events = EventLog()
+        self.bans = BanList(store)
+        self.audit = AuditLog(store, self.events)
+        # Names of rooms an operator is creating (a fork being written).
+        self.reserved_names: set[str] = set()
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics = RoomMarks()
@@ -127,6 +133,19 @@ class Broadcaster:
             self._send_to_all(
                 encode_frame(MessageType.CLIENT_DISCONNECTED, encode_string(client.id))
             )
+
+    def admission_refusal(self, client: Client) -> str | None:
+        """Return why a ban refuses this connection, or None.
+
+        Checked at accept by the session; a login step must call it again once it
+        has set ``client.login``, for bans by login identity to apply.
+        """
+        return self.bans.refusal(client.ip, client.login)
+
+    def drop(self, client: Client, reason: str) -> None:
+        """End a connection on the relay's side, now (an operator's kick)."""
+        client.drop(reason)
+        self.disconnect(client, reason, is_drop=True)
 
     @property
     def is_store_behind(self) -> bool:
@@ -222,7 +241,7 @@ class Broadcaster:
 
         room.commands_in += 1
         if is_stored(frame.kind):
-            room.history.append(frame)
+            room.history.append(frame, client.id)
             self._rooms_with_new_statistics.mark(room)
             if self.store is not None:
                 self._rooms_with_unwritten.mark(room)
@@ -249,6 +268,9 @@ class Broadcaster:
             )
 
         room = self.rooms.get(name)
+        if room is None and name in self.reserved_names:
+            raise RequestRefused(f"room {name!r} is being created by an operator")
+
         if room is None:
             store_id = self.store.allocate_room_id() if self.store else 0
             room = Room(
@@ -301,16 +323,9 @@ class Broadcaster:
             )
 
         room.members[client] = None
-        room.joiners.add(client)
         room.grace_until = None
         client.room = room
-        client.send(encode_frame(MessageType.CLEAR_CONTENT))
-        confirmation = encode_frame(MessageType.JOIN_ROOM, encode_string(room.name))
-        client.outbox.push_replay(
-            HistoryReplay(
-                room.history, confirmation, lambda: room.joiners.discard(client)
-            )
-        )
+        self.resync(client)
         log.info(
             "room.joined",
             extra={
@@ -322,6 +337,35 @@ class Broadcaster:
         )
         self.events.record("join", "joined", room=room.name, client_id=client.id)
         self._announce_room_of(client)
+
+    def resync(self, client: Client) -> None:
+        """Send a member its room's history from scratch: CLEAR_CONTENT, every
+        command, then JOIN_ROOM (on joining, and after an operator's rewind)."""
+        room = client.room
+        assert room is not None
+        client.outbox.cancel_replays()
+        room.joiners.add(client)
+        client.send(encode_frame(MessageType.CLEAR_CONTENT))
+        confirmation = encode_frame(MessageType.JOIN_ROOM, encode_string(room.name))
+        client.outbox.push_replay(
+            HistoryReplay(
+                room.history, confirmation, lambda: room.joiners.discard(client)
+            )
+        )
+
+    def add_room(self, room: Room) -> None:
+        """Register a room an operator made (a fork) and announce it."""
+        self.rooms[room.name] = room
+        self._save(room)
+        log.info("room.created", extra={"room": room.name})
+        self.events.record("room", "created", room=room.name)
+        self._send_to_all(
+            _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+        )
+
+    def mark_statistics(self, room: Room) -> None:
+        """Announce the room's command_count and byte_size with the next update."""
+        self._rooms_with_new_statistics.mark(room)
 
     def _leave_room(self, client: Client, payload: memoryview) -> None:
         if client.room is None:
@@ -342,7 +386,7 @@ class Broadcaster:
         # Nobody could ever join a room whose scene upload was abandoned.
         abandoned = room.creator is client and not room.is_joinable
         if abandoned or (not room.members and not room.keep_open):
-            self._remove_room(room)
+            self.remove_room(room)
 
     def _forget_membership(self, client: Client) -> None:
         room = client.room
@@ -382,9 +426,9 @@ class Broadcaster:
                 "be deleted when empty"
             )
 
-        self._remove_room(room)
+        self.remove_room(room)
 
-    def _remove_room(self, room: Room) -> None:
+    def remove_room(self, room: Room) -> None:
         del self.rooms[room.name]
         if self.store is not None:
             self.store.delete_room(room.store_id)
@@ -434,7 +478,10 @@ class Broadcaster:
     def _set_room_keep_open(self, client: Client, payload: memoryview) -> None:
         reader = PayloadReader(payload)
         room = self._existing_room(reader.read_string())
-        keep_open = reader.read_bool()
+        self.set_keep_open(room, reader.read_bool())
+
+    def set_keep_open(self, room: Room, keep_open: bool) -> None:
+        """Set a room's keep_open; on a change every client gets ROOM_UPDATE."""
         if keep_open != room.keep_open:
             room.keep_open = keep_open
             self._save(room)
@@ -473,6 +520,9 @@ class Broadcaster:
         if self.store is None:
             return
 
+        audit, bans = self.store.load_operator_records(AUDIT_MEMORY_ENTRIES)
+        self.audit.load(audit)
+        self.bans.load(bans)
         now = time.time()
         for record, summary in self.store.load():
             if not record.joinable:
@@ -505,7 +555,7 @@ class Broadcaster:
                 room.grace_until = None
                 if not room.members and not room.keep_open:
                     log.info("room.grace_ended", extra={"room": room.name})
-                    self._remove_room(room)
+                    self.remove_room(room)
 
     def _room_from_record(self, record: RoomRecord, summary: HistorySummary) -> Room:
         last = None

@@ -10,14 +10,15 @@ a few counters; older entries are read back from the store, in chunks, when a
 joiner needs them. Without a store every entry stays in memory.
 """
 
+import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from relay.messages import is_mergeable
-from relay.protocol import Frame, Wire, leading_string
+from relay.protocol import HEADER, Frame, Wire, leading_string
 
 
 class StoredCommandLike(Protocol):
@@ -38,9 +39,19 @@ class CommandStore(Protocol):
 
     def allocate_seq(self) -> int: ...
 
-    def append(self, seq: int, room_id: int, kind: int, wire: Wire) -> None: ...
+    def append(
+        self,
+        seq: int,
+        room_id: int,
+        kind: int,
+        wire: Wire,
+        sender: str | None,
+        at: float | None,
+    ) -> None: ...
 
     def remove(self, seq: int) -> None: ...
+
+    def truncate_history(self, room_id: int, after_seq: int) -> None: ...
 
     async def read(
         self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
@@ -53,6 +64,10 @@ class HistoryEntry:
 
     seq: int
     wire: Wire
+    sender: str | None = None
+    """The id of the client that sent it."""
+    at: float | None = None
+    """When the relay received it."""
 
 
 @dataclass(slots=True)
@@ -95,6 +110,7 @@ class History:
         self._last = last
         # Entries up to this number are only in the store.
         self._stored_until = last.seq if last is not None else 0
+        self._removals = 0
 
     def __len__(self) -> int:
         return self._count
@@ -110,6 +126,28 @@ class History:
         return self._last.seq if self._last is not None else 0
 
     @property
+    def sequence(self) -> Callable[[], int]:
+        """What hands out this history's sequence numbers (shared by the relay)."""
+        return self._sequence
+
+    @property
+    def last(self) -> LastCommand | None:
+        """What the merge rule knows of the newest entry."""
+        return self._last
+
+    @property
+    def removals(self) -> int:
+        """Entries removed so far (merges and cuts): a reader that found a
+        position while awaiting checks that none was removed meanwhile."""
+        return self._removals
+
+    @property
+    def recent(self) -> Sequence[HistoryEntry]:
+        """The entries held in memory, oldest first: every entry without a store,
+        only those it has not written with one."""
+        return self._recent
+
+    @property
     def has_unwritten(self) -> bool:
         """Tell whether memory holds commands the store has not confirmed."""
         return self._store is not None and bool(self._recent)
@@ -119,9 +157,14 @@ class History:
         """Bytes of commands held in memory (those the store has not written)."""
         return sum(len(entry.wire) for entry in self._recent)
 
-    def append(self, frame: Frame) -> None:
+    def append(self, frame: Frame, sender: str | None = None) -> None:
         """Store a room command, replacing the newest entry when the merge rule
-        says so: a type in 201-998 whose leading string equals the newest's."""
+        says so: a type in 201-998 whose leading string equals the newest's.
+
+        Args:
+            frame: the command.
+            sender: the id of the client that sent it.
+        """
         kind = frame.kind
         wire = frame.wire
         merge_key = leading_string(frame.payload) if is_mergeable(kind) else None
@@ -135,14 +178,54 @@ class History:
             self._remove_newest(last)
 
         seq = self._sequence()
-        self._recent.append(HistoryEntry(seq, wire))
+        at = time.time()
+        self._recent.append(HistoryEntry(seq, wire, sender, at))
         self._last = LastCommand(seq, kind, merge_key, len(wire))
         self._count += 1
         self._byte_size += len(wire)
         if self._store is not None:
             # Written commands leave memory through forget_written(), which the
             # server calls as the store makes progress, not once per command.
-            self._store.append(seq, self._room_id, kind, wire)
+            self._store.append(seq, self._room_id, kind, wire, sender, at)
+
+    def copy_entries(self, entries: Iterable[HistoryEntry]) -> None:
+        """Append copies of another history's entries, unmerged, with their
+        sender and time (a fork of a room without a store)."""
+        for entry in entries:
+            wire = entry.wire
+            kind = HEADER.unpack_from(wire)[2]
+            payload = memoryview(wire)[HEADER.size :]
+            merge_key = leading_string(payload) if is_mergeable(kind) else None
+            seq = self._sequence()
+            self._recent.append(HistoryEntry(seq, wire, entry.sender, entry.at))
+            self._last = LastCommand(seq, kind, merge_key, len(wire))
+            self._count += 1
+            self._byte_size += len(wire)
+            if self._store is not None:
+                self._store.append(
+                    seq, self._room_id, kind, wire, entry.sender, entry.at
+                )
+
+    def cut(self, last: LastCommand | None, count: int, byte_size: int) -> None:
+        """Keep only the entries up to ``last`` (an operator's rewind).
+
+        Args:
+            last: the entry that becomes the newest; None empties the history.
+            count: how many entries that leaves.
+            byte_size: their wire bytes.
+        """
+        until = last.seq if last is not None else 0
+        recent = self._recent
+        while recent and recent[-1].seq > until:
+            recent.pop()
+
+        self._count = count
+        self._byte_size = byte_size
+        self._last = last
+        self._stored_until = min(self._stored_until, until)
+        self._removals += 1
+        if self._store is not None:
+            self._store.truncate_history(self._room_id, until)
 
     async def read(
         self, after_seq: int, until_seq: int, max_bytes: int
@@ -178,6 +261,7 @@ class History:
         return frames, (cursor if frames else until_seq)
 
     def _remove_newest(self, last: LastCommand) -> None:
+        self._removals += 1
         self._count -= 1
         self._byte_size -= last.size
         if self._recent and self._recent[-1].seq == last.seq:

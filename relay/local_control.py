@@ -1,16 +1,22 @@
 """RelayControl served in-process, straight from a running relay's state."""
 
 import time
+from pathlib import Path
 
 from relay.broadcaster import Broadcaster
 from relay.client import Client
 from relay.control import (
     ArtistView,
+    AuditEntry,
+    Ban,
+    CommandDetail,
+    HistoryPage,
     RelayEvent,
     RelaySnapshot,
     RoomView,
     Totals,
 )
+from relay.operations import Operations
 from relay.room import Room
 from relay.traffic import TrafficMeter
 
@@ -29,6 +35,7 @@ class LocalControl:
     def __init__(self, broadcaster: Broadcaster, traffic: TrafficMeter) -> None:
         self._broadcaster = broadcaster
         self._traffic = traffic
+        self._operations = Operations(broadcaster)
 
     async def snapshot(self) -> RelaySnapshot:
         """Everything the dashboard shows, as of now."""
@@ -55,6 +62,54 @@ class LocalControl:
     async def events(self, after: int, limit: int = 500) -> list[RelayEvent]:
         """Events whose seq is greater than ``after``, oldest first."""
         return self._broadcaster.events.after(after, min(limit, MAX_EVENTS_PER_CALL))
+
+    async def kick(
+        self, client_id: str, *, operator: str, ban_seconds: float | None = None
+    ) -> None:
+        """Disconnect a client; with ``ban_seconds``, ban its login or address."""
+        self._operations.kick(client_id, operator, ban_seconds)
+
+    async def bans(self) -> list[Ban]:
+        """The bans in force."""
+        return self._broadcaster.bans.active()
+
+    async def lift_ban(self, subject: str, *, operator: str) -> None:
+        """Lift a ban before it expires."""
+        self._operations.lift_ban(subject, operator)
+
+    async def delete_room(self, room: str, *, operator: str) -> None:
+        """Delete a room; its members are disconnected first."""
+        self._operations.delete_room(room, operator)
+
+    async def set_keep_open(self, room: str, keep_open: bool, *, operator: str) -> None:
+        """Set a room's keep_open (clients see ROOM_UPDATE)."""
+        self._operations.set_keep_open(room, keep_open, operator)
+
+    async def history_page(self, room: str, start: int, count: int) -> HistoryPage:
+        """Commands ``start`` to ``start + count - 1`` (indices from 1)."""
+        return await self._operations.history_page(room, start, count)
+
+    async def command(self, room: str, index: int) -> CommandDetail:
+        """Inspect one command of a room's history (index from 1)."""
+        return await self._operations.command(room, index)
+
+    async def fork_room(
+        self, room: str, index: int, new_room: str, *, operator: str
+    ) -> None:
+        """Create ``new_room`` holding the first ``index`` commands of ``room``."""
+        await self._operations.fork_room(room, index, new_room, operator)
+
+    async def rewind_room(self, room: str, index: int, *, operator: str) -> None:
+        """Cut ``room`` back to its first ``index`` commands, resyncing members."""
+        await self._operations.rewind_room(room, index, operator)
+
+    async def export_room(self, room: str, path: Path, *, operator: str) -> int:
+        """Write the room file; returns its size in bytes."""
+        return await self._operations.export_room(room, path, operator)
+
+    async def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        """The newest entries, newest first."""
+        return self._broadcaster.audit.newest(limit)
 
     def _room_view(self, room: Room) -> RoomView:
         return RoomView(

@@ -17,9 +17,9 @@ from relay.broadcaster import Broadcaster
 from relay.client import Client
 from relay.config import Settings
 from relay.errors import FrameTooLarge
-from relay.messages import type_name
+from relay.messages import MessageType, type_name
 from relay.outbox import MAX_BATCH_BUFFERS, MAX_BATCH_BYTES, Outbox
-from relay.protocol import FrameDecoder, Wire
+from relay.protocol import FrameDecoder, Wire, encode_frame, encode_string
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ READ_CHUNK_BYTES = 128 * 1024
 # How long a connection that is being closed on purpose may take to send its last
 # frames (the SEND_ERROR that explains why).
 CLOSING_FLUSH_SECONDS = 1.0
+
+# Reads of a refused peer's requests before its connection is closed regardless.
+REFUSAL_READS = 16
 
 
 class Session:
@@ -56,6 +59,11 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
+        refusal = self._broadcaster.admission_refusal(client)
+        if refusal is not None:
+            await self._refuse(refusal)
+            return
+
         reason: str | None = None
         is_drop = False
         try:
@@ -81,6 +89,31 @@ class Session:
                 )
 
             self._close(reason or self._end_reason, is_drop)
+
+    async def _refuse(self, message: str) -> None:
+        """Tell a peer the relay will not serve why, then close the connection."""
+        client_id = self.client.id
+        log.warning("client.refused", extra={"client_id": client_id, "reason": message})
+        self._broadcaster.events.record(
+            "drop", f"refused: {message}", client_id=client_id
+        )
+        sock = self._sock
+        try:
+            with anyio.move_on_after(CLOSING_FLUSH_SECONDS):
+                # A few hundred bytes: they fit in a fresh socket's send buffer.
+                sock.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
+                sock.shutdown(socket.SHUT_WR)
+                # Closing with unread bytes would reset the connection, which can
+                # destroy the error before the peer reads it: read until it closes.
+                for _ in range(REFUSAL_READS):
+                    await anyio.wait_readable(sock)
+                    if not sock.recv(READ_CHUNK_BYTES):
+                        break
+        except OSError:
+            pass  # the peer is gone already: nothing left to tell it
+        finally:
+            anyio.notify_closing(sock)
+            sock.close()
 
     def _close(self, reason: str, is_drop: bool) -> None:
         try:

@@ -25,7 +25,7 @@ import sqlite_utils
 from store.errors import Conflict, NotFound, StoreError
 from store.repository import (
     ROOM_ATTRIBUTE_ORDER,
-    Blob,
+    CommandRow,
     RoomRecord,
     delete_room,
     history_statistics,
@@ -276,7 +276,7 @@ class AdminStore:
             created_at=time.time(),
         )
         save_room(self._db, record)
-        batch: list[tuple[int, int, int, int, Blob]] = []
+        batch: list[CommandRow] = []
         batch_bytes = 0
         command_count = 0
         byte_size = 0
@@ -284,7 +284,7 @@ class AdminStore:
         # raises here, and the transaction is rolled back.
         for frame in iter_room_file_frames(path, max_frame_bytes):
             kind = FRAME_HEADER.unpack_from(frame)[2]
-            batch.append((seq, room_id, kind, len(frame), frame))
+            batch.append((seq, room_id, kind, len(frame), frame, None, None))
             seq += 1
             batch_bytes += len(frame)
             command_count += 1

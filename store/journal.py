@@ -17,13 +17,16 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from store.operators import AuditRecord, BanRecord, delete_ban, save_audit, save_ban
 from store.repository import (
-    Blob,
+    CommandRow,
     RoomRecord,
+    copy_history,
     delete_commands,
     delete_room,
     insert_commands,
     save_room,
+    truncate_history,
 )
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,49 @@ class RemoveCommand:
     seq: int
 
 
-# An appended command travels as a bare tuple (seq, room_id, kind, size, wire):
-# there is one per room command, so it is kept as cheap as possible.
-AppendRow = tuple[int, int, int, int, Blob]
-Change = SaveRoom | DeleteRoom | RemoveCommand | AppendRow
+@dataclass(frozen=True, slots=True)
+class TruncateHistory:
+    room_id: int
+    after_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyHistory:
+    source_id: int
+    until_seq: int
+    target_id: int
+    first_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAudit:
+    entry: AuditRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SaveBan:
+    ban: BanRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBan:
+    subject: str
+
+
+# An appended command travels as a bare tuple (see CommandRow): there is one per
+# room command, so it is kept as cheap as possible.
+AppendRow = CommandRow
+Change = (
+    SaveRoom
+    | DeleteRoom
+    | RemoveCommand
+    | TruncateHistory
+    | CopyHistory
+    | SaveAudit
+    | SaveBan
+    | DeleteBan
+    | AppendRow
+)
 
 
 class Journal:
@@ -256,12 +298,7 @@ class Journal:
                     insert_commands(db, rows)
                     rows = []
 
-                if isinstance(change, SaveRoom):
-                    save_room(db, change.room)
-                elif isinstance(change, DeleteRoom):
-                    delete_room(db, change.room_id)
-                elif isinstance(change, RemoveCommand):
-                    delete_commands(db, [change.seq])
+                _apply_one(db, change)
 
             if rows:
                 insert_commands(db, rows)
@@ -302,6 +339,27 @@ class Journal:
         if self.is_degraded:
             self.is_degraded = False
             log.warning("store.recovered", extra={"backlog": self.backlog})
+
+
+def _apply_one(db: sqlite_utils.Database, change: Change) -> None:
+    if isinstance(change, SaveRoom):
+        save_room(db, change.room)
+    elif isinstance(change, DeleteRoom):
+        delete_room(db, change.room_id)
+    elif isinstance(change, RemoveCommand):
+        delete_commands(db, [change.seq])
+    elif isinstance(change, TruncateHistory):
+        truncate_history(db, change.room_id, change.after_seq)
+    elif isinstance(change, CopyHistory):
+        copy_history(
+            db, change.source_id, change.until_seq, change.target_id, change.first_seq
+        )
+    elif isinstance(change, SaveAudit):
+        save_audit(db, change.entry)
+    elif isinstance(change, SaveBan):
+        save_ban(db, change.ban)
+    elif isinstance(change, DeleteBan):
+        delete_ban(db, change.subject)
 
 
 def _limit_size(db: sqlite_utils.Database, max_bytes: int) -> None:

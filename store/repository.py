@@ -16,7 +16,7 @@ import sqlite_utils
 Blob = bytes | bytearray | memoryview | mmap.mmap
 
 
-# Rows per INSERT statement: 5 parameters each, well under SQLite's limit of
+# Rows per INSERT statement: 7 parameters each, well under SQLite's limit of
 # 32766 parameters per statement. SQLite copies every bound blob, so a group is
 # also cut once it holds this many bytes.
 INSERT_GROUP = 1000
@@ -88,6 +88,13 @@ class StoredCommand:
     seq: int
     kind: int
     wire: bytes
+    sender: str | None = None
+    at: float | None = None
+
+
+# A command as the journal appends it: (seq, room_id, kind, size, wire, sender,
+# at); a bare tuple, since there is one per room command.
+CommandRow = tuple[int, int, int, int, Blob, str | None, float | None]
 
 
 def save_room(db: sqlite_utils.Database, room: RoomRecord) -> None:
@@ -120,16 +127,15 @@ def delete_room(db: sqlite_utils.Database, room_id: int) -> None:
     db.execute("DELETE FROM rooms WHERE id = ?", [room_id])
 
 
-def insert_commands(
-    db: sqlite_utils.Database, rows: list[tuple[int, int, int, int, Blob]]
-) -> None:
-    """Append commands, given as (seq, room_id, kind, size, wire) rows.
+def insert_commands(db: sqlite_utils.Database, rows: list[CommandRow]) -> None:
+    """Append commands, given as (seq, room_id, kind, size, wire, sender, at)
+    rows.
 
     Rows go in groups, one multi-row INSERT each: the sqlite3 module lets go of
     the GIL for every statement step, and a step per row made the relay's event
     loop wait for the GIL each time the writer took it back.
     """
-    group: list[tuple[int, int, int, int, Blob]] = []
+    group: list[CommandRow] = []
     group_bytes = 0
     for row in rows:
         group.append(row)
@@ -143,12 +149,11 @@ def insert_commands(
         _insert_group(db, group)
 
 
-def _insert_group(
-    db: sqlite_utils.Database, group: list[tuple[int, int, int, int, Blob]]
-) -> None:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(group))
+def _insert_group(db: sqlite_utils.Database, group: list[CommandRow]) -> None:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(group))
     db.conn.execute(
-        f"INSERT INTO commands (seq, room_id, kind, size, wire) VALUES {values}",
+        "INSERT INTO commands (seq, room_id, kind, size, wire, sender, at) "
+        f"VALUES {values}",
         [value for row in group for value in row],
     )
 
@@ -206,13 +211,13 @@ def iter_commands(
     # Known limit: each command is read whole, so one command of hundreds of MB
     # is held in memory at once while it is sent.
     cursor = db.execute(
-        "SELECT seq, kind, wire FROM commands "
+        "SELECT seq, kind, wire, sender, at FROM commands "
         "WHERE room_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
         [room_id, after_seq, until_seq],
     )
     try:
-        for seq, kind, wire in cursor:
-            yield StoredCommand(seq, kind, wire)
+        for seq, kind, wire, sender, at in cursor:
+            yield StoredCommand(seq, kind, wire, sender, at)
     finally:
         cursor.close()
 
@@ -232,3 +237,68 @@ def history_statistics(db: sqlite_utils.Database) -> dict[int, tuple[int, int]]:
         "GROUP BY room_id"
     ).fetchall()
     return {room_id: (count, byte_size) for room_id, count, byte_size in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A stored command as the operator's history view lists it."""
+
+    seq: int
+    kind: int
+    size: int
+    sender: str | None
+    at: float | None
+    head: bytes
+    """The first bytes of its wire form, header included."""
+
+
+def read_page(
+    db: sqlite_utils.Database, room_id: int, offset: int, limit: int, head_bytes: int
+) -> tuple[int, list[CommandRecord]]:
+    """Return a room's command count and its commands ``offset`` (from 0) to
+    ``offset + limit - 1``, in history order, each with the head of its bytes."""
+    (total,) = db.execute(
+        "SELECT count(*) FROM commands WHERE room_id = ?", [room_id]
+    ).fetchone()
+    rows = db.execute(
+        "SELECT seq, kind, size, sender, at, substr(wire, 1, ?) FROM commands "
+        "WHERE room_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+        [head_bytes, room_id, limit, offset],
+    ).fetchall()
+    return int(total), [
+        CommandRecord(seq, kind, size, sender, at, bytes(head))
+        for seq, kind, size, sender, at, head in rows
+    ]
+
+
+def prefix_size(db: sqlite_utils.Database, room_id: int, until_seq: int) -> int:
+    """Return the wire bytes of a room's commands up to ``until_seq``."""
+    (size,) = db.execute(
+        "SELECT coalesce(sum(size), 0) FROM commands WHERE room_id = ? AND seq <= ?",
+        [room_id, until_seq],
+    ).fetchone()
+    return int(size)
+
+
+def truncate_history(db: sqlite_utils.Database, room_id: int, after_seq: int) -> None:
+    """Delete a room's commands after ``after_seq`` (an operator's rewind)."""
+    db.execute(
+        "DELETE FROM commands WHERE room_id = ? AND seq > ?", [room_id, after_seq]
+    )
+
+
+def copy_history(
+    db: sqlite_utils.Database,
+    source_id: int,
+    until_seq: int,
+    target_id: int,
+    first_seq: int,
+) -> None:
+    """Copy a room's commands up to ``until_seq`` to another room, numbered from
+    ``first_seq`` on in the same order (an operator's fork)."""
+    db.execute(
+        "INSERT INTO commands (seq, room_id, kind, size, wire, sender, at) "
+        "SELECT ? - 1 + row_number() OVER (ORDER BY seq), ?, kind, size, wire, "
+        "sender, at FROM commands WHERE room_id = ? AND seq <= ? ORDER BY seq",
+        [first_seq, target_id, source_id, until_seq],
+    )

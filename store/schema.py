@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -51,9 +51,44 @@ def _create_version_1(db: sqlite_utils.Database) -> None:
     db.table("commands").create_index(["room_id", "seq"], if_not_exists=True)
 
 
+def _add_operator_records(db: sqlite_utils.Database) -> None:
+    # Who sent each command and when, for the operator's history view; commands
+    # stored before this step have neither (NULL).
+    commands = db.table("commands")
+    columns = commands.columns_dict
+    if "sender" not in columns:
+        commands.add_column("sender", str)
+
+    if "at" not in columns:
+        commands.add_column("at", float)
+
+    db.table("audit").create(
+        {
+            "id": int,
+            "at": float,
+            "operator": str,
+            "action": str,
+            "target": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "operator", "action", "target", "detail"},
+        if_not_exists=True,
+    )
+    db.table("bans").create(
+        {"subject": str, "until": float, "reason": str, "operator": str},
+        pk="subject",
+        not_null={"until", "reason", "operator"},
+        if_not_exists=True,
+    )
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_version_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_version_1,
+    _add_operator_records,
+]
 
 
 def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:

@@ -5,26 +5,42 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 import anyio.to_thread
 import sqlite_utils
 
 from store.errors import StoreLocked
-from store.journal import DeleteRoom, Journal, RemoveCommand, SaveRoom
+from store.journal import (
+    CopyHistory,
+    DeleteBan,
+    DeleteRoom,
+    Journal,
+    RemoveCommand,
+    SaveAudit,
+    SaveBan,
+    SaveRoom,
+    TruncateHistory,
+)
+from store.operators import AuditRecord, BanRecord, load_audit, load_bans
 from store.repository import (
     Blob,
+    CommandRecord,
     HistorySummary,
     RoomRecord,
     StoredCommand,
     iter_commands,
     load_rooms,
     next_ids,
+    prefix_size,
+    read_page,
     summarize_history,
 )
+from store.roomfile import write_room_file
 from store.schema import open_database
 
 log = logging.getLogger(__name__)
@@ -140,13 +156,110 @@ class Store:
         """Queue a room's deletion, with its history."""
         self.journal.submit(DeleteRoom(room_id))
 
-    def append(self, seq: int, room_id: int, kind: int, wire: Blob) -> None:
+    def append(
+        self,
+        seq: int,
+        room_id: int,
+        kind: int,
+        wire: Blob,
+        sender: str | None = None,
+        at: float | None = None,
+    ) -> None:
         """Queue a command to be appended to a room's history."""
-        self._submit((seq, room_id, kind, len(wire), wire))
+        self._submit((seq, room_id, kind, len(wire), wire, sender, at))
 
     def remove(self, seq: int) -> None:
         """Queue the removal of a stored command (the merge rule replaced it)."""
         self.journal.submit(RemoveCommand(seq))
+
+    def truncate_history(self, room_id: int, after_seq: int) -> None:
+        """Queue the removal of a room's commands after ``after_seq``."""
+        self.journal.submit(TruncateHistory(room_id, after_seq))
+
+    def copy_history(
+        self, source_id: int, until_seq: int, target_id: int, first_seq: int
+    ) -> None:
+        """Queue a copy of a room's commands up to ``until_seq`` into another
+        room, numbered from ``first_seq`` (allocated with :meth:`allocate_seqs`)."""
+        self.journal.submit(CopyHistory(source_id, until_seq, target_id, first_seq))
+
+    def allocate_seqs(self, count: int) -> int:
+        """Return the first of ``count`` consecutive new sequence numbers."""
+        first = self._next_seq
+        self._next_seq += count
+        return first
+
+    def save_audit(self, entry: AuditRecord) -> None:
+        """Queue an entry for the audit log."""
+        self.journal.submit(SaveAudit(entry))
+
+    def save_ban(self, ban: BanRecord) -> None:
+        """Queue a ban to be written (replacing one on the same subject)."""
+        self.journal.submit(SaveBan(ban))
+
+    def delete_ban(self, subject: str) -> None:
+        """Queue the removal of a ban."""
+        self.journal.submit(DeleteBan(subject))
+
+    def load_operator_records(
+        self, audit_limit: int
+    ) -> tuple[list[AuditRecord], list[BanRecord]]:
+        """Return the newest audit entries (oldest first) and every ban, at
+        start-up."""
+        return load_audit(self._reader, audit_limit), load_bans(self._reader)
+
+    async def wait_written(self, seconds: float) -> bool:
+        """Wait until everything queued so far is written; False when ``seconds``
+        passed first (the store is degraded or far behind)."""
+        return await anyio.to_thread.run_sync(self.journal.flush, seconds)
+
+    async def read_page(
+        self, room_id: int, offset: int, limit: int, head_bytes: int
+    ) -> tuple[int, list[CommandRecord]]:
+        """Read a room's command count and a page of its written commands."""
+        return await anyio.to_thread.run_sync(
+            read_page,
+            self._reader,
+            room_id,
+            offset,
+            limit,
+            head_bytes,
+            limiter=self._read_limiter,
+        )
+
+    async def prefix_size(self, room_id: int, until_seq: int) -> int:
+        """Read the wire bytes of a room's written commands up to ``until_seq``."""
+        return await anyio.to_thread.run_sync(
+            prefix_size, self._reader, room_id, until_seq, limiter=self._read_limiter
+        )
+
+    async def export_history(
+        self, room_id: int, until_seq: int, attributes: dict[str, Any], path: Path
+    ) -> None:
+        """Write a room file from a room's written commands up to ``until_seq``.
+
+        Runs on a thread with a connection of its own, so joiners' reads do not
+        wait for the export.
+
+        Raises:
+            RoomFileError: the file cannot be written.
+        """
+        await anyio.to_thread.run_sync(
+            self._export_sync, room_id, until_seq, attributes, path
+        )
+
+    def _export_sync(
+        self, room_id: int, until_seq: int, attributes: dict[str, Any], path: Path
+    ) -> None:
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            db = sqlite_utils.Database(connection)
+            db.execute("BEGIN")
+            commands = iter_commands(db, room_id, 0, until_seq)
+            with contextlib.closing(commands):
+                write_room_file(path, attributes, (c.wire for c in commands))
+        finally:
+            connection.close()
 
     def limit_size(self, max_bytes: int) -> None:
         """Cap the database file's size (0 lifts the cap); appends that would pass

@@ -84,7 +84,7 @@ def test_insert_commands_cuts_groups_by_bytes(tmp_path: Path) -> None:
     save_room(db, record(1, "big"))
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
-    rows = [(seq, 1, 140, 2 * MIB, bytes(2 * MIB)) for seq in range(1, 11)]
+    rows = [(seq, 1, 140, 2 * MIB, bytes(2 * MIB), None, None) for seq in range(1, 11)]
 
     insert_commands(db, rows)
     inserts = [s for s in statements if s.startswith("INSERT INTO commands")]

@@ -1,0 +1,82 @@
+"""Bans: subjects (an address, or a login once login exists) refused new
+connections until a time; kept in the store so that they survive a restart."""
+
+import time
+from datetime import UTC, datetime
+
+from relay.control import Ban
+from store.operators import BanRecord
+from store.store import Store
+
+
+def address_subject(ip: str) -> str:
+    """The ban subject of a peer address."""
+    return f"address:{ip}"
+
+
+def login_subject(login: str) -> str:
+    """The ban subject of a login identity."""
+    return f"login:{login}"
+
+
+class BanList:
+    """The bans in force, persisted through the store when there is one.
+
+    Args:
+        store: where bans are written; None keeps them in memory only.
+    """
+
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        self._bans: dict[str, Ban] = {}
+
+    def load(self, records: list[BanRecord]) -> None:
+        """Take the bans the store kept (at start-up); expired ones are lifted."""
+        for record in records:
+            self._bans[record.subject] = Ban(
+                record.subject, record.until, record.reason, record.operator
+            )
+
+        self.active()
+
+    def add(self, ban: Ban) -> None:
+        """Put a ban in force (replacing one on the same subject)."""
+        self._bans[ban.subject] = ban
+        if self._store is not None:
+            self._store.save_ban(
+                BanRecord(ban.subject, ban.until, ban.reason, ban.operator)
+            )
+
+    def lift(self, subject: str) -> Ban | None:
+        """Lift the ban on a subject; return it, or None when there was none."""
+        ban = self._bans.pop(subject, None)
+        if ban is not None and self._store is not None:
+            self._store.delete_ban(subject)
+
+        return ban
+
+    def active(self) -> list[Ban]:
+        """Return the bans in force, lifting those that have expired."""
+        now = time.time()
+        for ban in [ban for ban in self._bans.values() if ban.until <= now]:
+            self.lift(ban.subject)
+
+        return sorted(self._bans.values(), key=lambda ban: ban.subject)
+
+    def refusal(self, ip: str, login: str | None) -> str | None:
+        """Return why a connection from ``ip`` (granted ``login``) is refused, or
+        None when no ban in force applies."""
+        now = time.time()
+        subjects = [address_subject(ip)]
+        if login is not None:
+            subjects.append(login_subject(login))
+
+        for subject in subjects:
+            ban = self._bans.get(subject)
+            if ban is not None and ban.until > now:
+                until = datetime.fromtimestamp(ban.until, UTC).isoformat(
+                    timespec="seconds"
+                )
+                return f"banned from this relay until {until} ({ban.reason})"
+
+        return None

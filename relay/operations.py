@@ -1,0 +1,323 @@
+"""What an operator does to a running relay: kick, ban, delete, keep_open, and
+the history actions (inspect, fork, rewind, export).
+
+Every action that changes something is written to the audit log with the
+operator's name. Requests the relay cannot honour raise OperationRefused with a
+plain reason.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from relay.bans import address_subject, login_subject
+from relay.broadcaster import Broadcaster
+from relay.client import Client
+from relay.control import (
+    Ban,
+    CommandDetail,
+    HistoryPage,
+    OperationRefused,
+)
+from relay.history import History, LastCommand
+from relay.room import Room
+from relay.room_history import (
+    STORE_WAIT_SECONDS,
+    check_unchanged,
+    leading_path,
+    read_page,
+    read_prefix,
+    summary_of,
+)
+from store.roomfile import RoomFileError, write_room_file
+
+# The longest ban an operator can set: ten years.
+MAX_BAN_SECONDS = 10 * 365 * 24 * 3600.0
+
+# The most commands one history page holds.
+MAX_PAGE_COMMANDS = 1000
+
+# The bytes of a command shown in its hex view.
+HEAD_BYTES = 256
+
+
+class Operations:
+    """Operator actions on one relay's state.
+
+    Args:
+        broadcaster: the relay's state.
+    """
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self._broadcaster = broadcaster
+
+    def kick(self, client_id: str, operator: str, ban_seconds: float | None) -> None:
+        """Disconnect a client, and ban its login (or else its address) for
+        ``ban_seconds`` when given."""
+        client = self._client(client_id)
+        detail = ""
+        if ban_seconds is not None:
+            if not (math.isfinite(ban_seconds) and 0 < ban_seconds <= MAX_BAN_SECONDS):
+                raise OperationRefused(
+                    f"a ban lasts more than 0 and at most {MAX_BAN_SECONDS:.0f} "
+                    f"seconds, not {ban_seconds!r}"
+                )
+
+            subject = (
+                login_subject(client.login)
+                if client.login is not None
+                else address_subject(client.ip)
+            )
+            ban = Ban(
+                subject, time.time() + ban_seconds, f"kicked by {operator}", operator
+            )
+            self._broadcaster.bans.add(ban)
+            detail = f"banned {subject} for {ban_seconds:g} s"
+
+        self._broadcaster.drop(client, f"kicked by operator {operator}")
+        self._broadcaster.audit.record(
+            operator, "kick", client_id, detail, client_id=client_id
+        )
+
+    def lift_ban(self, subject: str, operator: str) -> None:
+        """Lift a ban before it expires."""
+        if self._broadcaster.bans.lift(subject) is None:
+            raise OperationRefused(f"no ban in force on {subject!r}")
+
+        self._broadcaster.audit.record(operator, "lift_ban", subject)
+
+    def delete_room(self, name: str, operator: str) -> None:
+        """Disconnect a room's members, then delete it with its history."""
+        broadcaster = self._broadcaster
+        room = self._room(name)
+        members = list(room.members)
+        for member in members:
+            broadcaster.drop(member, f"room {name!r} deleted by operator {operator}")
+
+        # Their leaving may have deleted it already (a room without keep_open).
+        if broadcaster.rooms.get(name) is room:
+            broadcaster.remove_room(room)
+
+        broadcaster.audit.record(
+            operator,
+            "delete_room",
+            name,
+            f"{len(members)} member(s) disconnected",
+            room=name,
+        )
+
+    def set_keep_open(self, name: str, keep_open: bool, operator: str) -> None:
+        """Set a room's keep_open; clients see ROOM_UPDATE."""
+        room = self._room(name)
+        self._broadcaster.set_keep_open(room, keep_open)
+        self._broadcaster.audit.record(
+            operator, "set_keep_open", name, f"keep_open={keep_open}", room=name
+        )
+
+    async def history_page(self, name: str, start: int, count: int) -> HistoryPage:
+        """Commands ``start`` to ``start + count - 1`` of a room (from 1)."""
+        room = self._room(name)
+        if start < 1 or not 0 <= count <= MAX_PAGE_COMMANDS:
+            raise OperationRefused(
+                f"a page starts at 1 or later and holds 0 to {MAX_PAGE_COMMANDS} "
+                f"commands (asked: start {start}, count {count})"
+            )
+
+        total, records = await read_page(
+            room, self._broadcaster.store, start - 1, count
+        )
+        summaries = tuple(
+            summary_of(start + offset, record) for offset, record in enumerate(records)
+        )
+        return HistoryPage(name, total, summaries)
+
+    async def command(self, name: str, index: int) -> CommandDetail:
+        """Inspect the command at ``index`` (from 1) of a room's history."""
+        room = self._room(name)
+        self._check_index(room, index, lowest=1)
+        _total, records = await read_page(room, self._broadcaster.store, index - 1, 1)
+        if not records:
+            raise OperationRefused(
+                f"room {name!r} has no command {index} any more (it has "
+                f"{len(room.history)})"
+            )
+
+        record = records[0]
+        return CommandDetail(
+            summary_of(index, record), leading_path(record), record.head[:HEAD_BYTES]
+        )
+
+    async def fork_room(
+        self, name: str, index: int, new_name: str, operator: str
+    ) -> None:
+        """Create ``new_name`` with the first ``index`` commands of ``name``, the
+        same versions and attributes; artists can join it at once."""
+        broadcaster = self._broadcaster
+        room = self._joinable_room(name)
+        self._check_index(room, index, lowest=0)
+        self._check_free(new_name)
+        prefix = await read_prefix(room, broadcaster.store, index)
+        room = self._joinable_room(name)
+        check_unchanged(room, prefix, "fork")
+        self._check_free(new_name)
+
+        store = broadcaster.store
+        store_id = store.allocate_room_id() if store is not None else 0
+        fork = Room(
+            new_name,
+            room.blender_version,
+            room.mixer_version,
+            room.ignore_version_check,
+            room.generic_protocol,
+            creator=None,
+            history=History(room.history.sequence, store, store_id),
+            store_id=store_id,
+            created_at=time.time(),
+            keep_open=room.keep_open,
+            is_joinable=True,
+            custom=dict(room.custom),
+        )
+        if store is None:
+            fork.history.copy_entries(list(room.history.recent)[:index])
+        elif prefix.last is not None:
+            # Copied inside the database, after everything queued before it, so
+            # the copy holds exactly the commands measured (none was removed).
+            first_seq = store.allocate_seqs(index)
+            store.save_room(fork.record())
+            store.copy_history(room.store_id, prefix.last.seq, store_id, first_seq)
+            broadcaster.reserved_names.add(new_name)
+            try:
+                is_written = await store.wait_written(STORE_WAIT_SECONDS)
+            finally:
+                broadcaster.reserved_names.discard(new_name)
+
+            if not is_written:
+                store.delete_room(store_id)
+                raise OperationRefused(
+                    f"the store did not write the fork within {STORE_WAIT_SECONDS:g} s"
+                    " (it is behind or degraded); nothing was created"
+                )
+
+            last = prefix.last
+            fork.history = History(
+                room.history.sequence,
+                store,
+                store_id,
+                command_count=index,
+                byte_size=prefix.byte_size,
+                last=LastCommand(
+                    first_seq + index - 1, last.kind, last.merge_key, last.size
+                ),
+            )
+
+        broadcaster.add_room(fork)
+        broadcaster.audit.record(
+            operator,
+            "fork_room",
+            name,
+            f"first {index} commands into {new_name!r}",
+            room=new_name,
+        )
+
+    async def rewind_room(self, name: str, index: int, operator: str) -> None:
+        """Cut a room back to its first ``index`` commands and resynchronise its
+        members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
+        broadcaster = self._broadcaster
+        room = self._joinable_room(name)
+        self._check_index(room, index, lowest=0)
+        prefix = await read_prefix(room, broadcaster.store, index)
+        room = self._joinable_room(name)
+        check_unchanged(room, prefix, "rewind")
+
+        cut = len(room.history) - index
+        room.history.cut(prefix.last, prefix.count, prefix.byte_size)
+        for member in list(room.members):
+            broadcaster.resync(member)
+
+        broadcaster.mark_statistics(room)
+        broadcaster.audit.record(
+            operator, "rewind_room", name, f"to {index} commands ({cut} cut)", room=name
+        )
+
+    async def export_room(self, name: str, path: Path, operator: str) -> int:
+        """Write a room file of the room as it is now; returns its size."""
+        if not path.is_absolute():
+            raise OperationRefused(
+                f"the export path must be absolute (the relay's working directory "
+                f"is not the console's): {str(path)!r}"
+            )
+
+        broadcaster = self._broadcaster
+        room = self._room(name)
+        attributes = room.attributes()
+        history = room.history
+        removals = history.removals
+        try:
+            if broadcaster.store is None:
+                wires = [bytes(entry.wire) for entry in history.recent]
+                await anyio.to_thread.run_sync(write_room_file, path, attributes, wires)
+            else:
+                until_seq = history.last_seq
+                if not await broadcaster.store.wait_written(STORE_WAIT_SECONDS):
+                    raise OperationRefused(
+                        f"the store has not written room {name!r} within "
+                        f"{STORE_WAIT_SECONDS:g} s; try again later"
+                    )
+
+                await broadcaster.store.export_history(
+                    room.store_id, until_seq, attributes, path
+                )
+        except RoomFileError as exc:
+            if history.removals != removals:
+                raise OperationRefused(
+                    f"room {name!r} changed during the export; try again"
+                ) from exc
+
+            raise OperationRefused(str(exc)) from exc
+
+        size = (await anyio.Path(path).stat()).st_size
+        broadcaster.audit.record(
+            operator, "export_room", name, f"{size} bytes to {path}", room=name
+        )
+        return size
+
+    def _client(self, client_id: str) -> Client:
+        client = self._broadcaster.clients.get(client_id)
+        if client is None:
+            raise OperationRefused(f"no connected client {client_id!r}")
+
+        return client
+
+    def _room(self, name: str) -> Room:
+        room = self._broadcaster.rooms.get(name)
+        if room is None:
+            raise OperationRefused(f"no room named {name!r}")
+
+        return room
+
+    def _joinable_room(self, name: str) -> Room:
+        room = self._room(name)
+        if not room.is_joinable:
+            raise OperationRefused(
+                f"room {name!r} is still being uploaded by its creator"
+            )
+
+        return room
+
+    def _check_free(self, name: str) -> None:
+        if not name:
+            raise OperationRefused("the new room's name must not be empty")
+
+        if name in self._broadcaster.rooms or name in self._broadcaster.reserved_names:
+            raise OperationRefused(f"a room named {name!r} exists already")
+
+    def _check_index(self, room: Room, index: int, lowest: int) -> None:
+        count = len(room.history)
+        if not lowest <= index <= count:
+            raise OperationRefused(
+                f"index {index} is out of range: room {room.name!r} has {count} "
+                f"command(s), so it must be from {lowest} to {count}"
+            )

@@ -1,0 +1,143 @@
+"""A room's history as the operator reads it: pages, one command, a prefix.
+
+With a store, histories are read from the database after the store has written
+everything queued, so that positions count exactly the commands the relay holds;
+without one, from memory. Reading awaits, so a caller that acts on a position
+checks afterwards that the history lost no entry meanwhile (``removals``).
+"""
+
+from dataclasses import dataclass
+from itertools import islice
+
+from relay.control import CommandSummary, OperationRefused
+from relay.history import HistoryEntry, LastCommand
+from relay.messages import is_mergeable, type_name
+from relay.protocol import HEADER, Wire, leading_string
+from relay.room import Room
+from store.repository import CommandRecord
+from store.store import Store
+
+# How long a read waits for the store to write what is queued.
+STORE_WAIT_SECONDS = 10.0
+
+# Bytes read of a command to find its leading path and to show its head.
+INSPECT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The first ``count`` commands of a history, as measured."""
+
+    count: int
+    byte_size: int
+    last: LastCommand | None
+    """What the merge rule needs of the last of them; None when count is 0."""
+    removals: int
+    """The history's removals when measured."""
+
+
+async def read_page(
+    room: Room, store: Store | None, offset: int, limit: int
+) -> tuple[int, list[CommandRecord]]:
+    """Return the history's length and its commands ``offset`` (from 0) to
+    ``offset + limit - 1``, each with up to INSPECT_BYTES of its head.
+
+    Raises:
+        OperationRefused: the store did not write its queue in time.
+    """
+    history = room.history
+    if store is None:
+        entries = list(islice(history.recent, offset, offset + limit))
+        return len(history), [_record_of(entry) for entry in entries]
+
+    await _wait_for_store(room, store)
+    return await store.read_page(room.store_id, offset, limit, INSPECT_BYTES)
+
+
+async def read_prefix(room: Room, store: Store | None, count: int) -> Prefix:
+    """Measure the first ``count`` commands of the history (0 <= count <= len).
+
+    Raises:
+        OperationRefused: the store did not write its queue in time.
+    """
+    history = room.history
+    removals = history.removals
+    if count == 0:
+        return Prefix(0, 0, None, removals)
+
+    if store is None:
+        entries = list(islice(history.recent, count))
+        size = sum(len(entry.wire) for entry in entries)
+        last = _last_of(entries[-1].seq, entries[-1].wire, len(entries[-1].wire))
+        return Prefix(count, size, last, removals)
+
+    await _wait_for_store(room, store)
+    _total, records = await store.read_page(room.store_id, count - 1, 1, INSPECT_BYTES)
+    if not records:
+        raise OperationRefused(f"room {room.name!r} changed meanwhile; try again")
+
+    record = records[0]
+    size = await store.prefix_size(room.store_id, record.seq)
+    return Prefix(count, size, _last_of(record.seq, record.head, record.size), removals)
+
+
+def summary_of(index: int, record: CommandRecord) -> CommandSummary:
+    """The operator's line for the command at ``index`` (from 1)."""
+    return CommandSummary(
+        index=index,
+        seq=record.seq,
+        type=record.kind,
+        type_name=type_name(record.kind),
+        size=record.size,
+        sender=record.sender,
+        at=record.at,
+    )
+
+
+def leading_path(record: CommandRecord) -> str | None:
+    """The object path a command starts with, for the types that have one (the
+    mergeable ones, PROTOCOL.md section 5); None otherwise."""
+    if not is_mergeable(record.kind):
+        return None
+
+    # Known limit: a path longer than INSPECT_BYTES is not shown.
+    raw = leading_string(memoryview(record.head)[HEADER.size :])
+    return raw.decode("utf-8", errors="replace") if raw is not None else None
+
+
+def check_unchanged(room: Room, prefix: Prefix, action: str) -> None:
+    """Refuse to act on a prefix the history changed under (a merge removed a
+    command while it was measured).
+
+    Raises:
+        OperationRefused: the history lost an entry since it was measured.
+    """
+    if room.history.removals != prefix.removals:
+        raise OperationRefused(
+            f"room {room.name!r} changed while preparing the {action}; try again"
+        )
+
+
+async def _wait_for_store(room: Room, store: Store) -> None:
+    if not await store.wait_written(STORE_WAIT_SECONDS):
+        raise OperationRefused(
+            f"the store has not written room {room.name!r} within "
+            f"{STORE_WAIT_SECONDS:g} s (it is behind or degraded); try again later"
+        )
+
+
+def _record_of(entry: HistoryEntry) -> CommandRecord:
+    wire = entry.wire
+    kind = HEADER.unpack_from(wire)[2]
+    return CommandRecord(
+        entry.seq, kind, len(wire), entry.sender, entry.at, bytes(wire[:INSPECT_BYTES])
+    )
+
+
+def _last_of(seq: int, head: Wire, size: int) -> LastCommand:
+    """What the merge rule needs of a command, from its head and full size."""
+    data = memoryview(head)
+    kind = HEADER.unpack_from(data)[2]
+    payload = data[HEADER.size :]
+    merge_key = leading_string(payload) if is_mergeable(kind) else None
+    return LastCommand(seq, kind, merge_key, size)
