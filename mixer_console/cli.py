@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from mixer_console import admin_cli
+from mixer_console.console.launch import run_hosted_console, send_logs_to_file
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.errors import ConfigError
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui",
         action="store_true",
         help="run the relay headless, logging one line per event on stdout "
-        "(this build has no console yet, so it is always headless)",
+        "(by default the operator console runs it and logs to a file)",
     )
     parser.add_argument(
         "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
@@ -116,9 +117,15 @@ def _run(arguments: argparse.Namespace) -> int:
         sys.stderr.write(f"mixer-console: {message}\n")
         return EXIT_CONFIG
 
-    configure_logging(settings.log_level, settings.log_format)
-    # Known limit: the operator console is not built yet, so every mode is headless.
-    mode = "headless" if arguments.no_ui else "headless (no console in this build)"
+    if arguments.no_ui:
+        configure_logging(settings.log_level, settings.log_format)
+    else:
+        try:
+            send_logs_to_file(settings)
+        except OSError as exc:
+            sys.stderr.write(f"mixer-console: cannot write the log file: {exc}\n")
+            return EXIT_STORE
+
     try:
         store = open_store(settings)
     except StoreError as exc:
@@ -141,9 +148,18 @@ def _run(arguments: argparse.Namespace) -> int:
                     "error": str(exc),
                 },
             )
+            if not arguments.no_ui:
+                sys.stderr.write(
+                    f"mixer-console: cannot listen on {settings.host} port "
+                    f"{settings.port}: {exc}\n"
+                )
+
             return EXIT_CANNOT_LISTEN
 
-        anyio.run(run_headless, server, mode)
+        if arguments.no_ui:
+            anyio.run(run_headless, server)
+        else:
+            run_hosted_console(server)
     finally:
         is_flushed = store.close(timeout=STORE_CLOSE_SECONDS)
 

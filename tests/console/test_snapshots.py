@@ -10,12 +10,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from textual.pilot import Pilot
 
 from mixer_console.console.app import MixerConsole
 from mixer_console.console.messages import EventsArrived, SnapshotArrived
+from mixer_console.console.screens.command import CommandScreen
 from mixer_console.console.screens.dashboard import DashboardScreen
+from mixer_console.console.screens.history import HistoryScreen
 from tests.console import fixed_scene
 from tests.console.consoles import hosted_console
 
@@ -57,6 +60,36 @@ def then(*steps: Callable[[Pilot[None]], Awaitable[None]]) -> Callable[..., obje
     return run
 
 
+async def finished(app: MixerConsole, group: str) -> None:
+    """Wait for the app's workers of ``group`` (a screen's loading) to end."""
+    with anyio.fail_after(10):
+        for worker in [worker for worker in app.workers if worker.group == group]:
+            await worker.wait()
+
+
+async def open_history(pilot: Pilot[None]) -> None:
+    app = pilot.app
+    assert isinstance(app, MixerConsole)
+    await pilot.press("h")
+    screen = app.screen
+    assert isinstance(screen, HistoryScreen)
+    # The real relay has no room "castle": once its answer is in, show the page.
+    await finished(app, "history")
+    screen.show_page(fixed_scene.PAGE)
+    await pilot.pause()
+
+
+async def open_command(pilot: Pilot[None]) -> None:
+    app = pilot.app
+    assert isinstance(app, MixerConsole)
+    await pilot.press("down", "down", "down", "down", "i")
+    screen = app.screen
+    assert isinstance(screen, CommandScreen)
+    await finished(app, "command")
+    screen.show_detail(fixed_scene.DETAIL)
+    await pilot.pause()
+
+
 def test_dashboard_80x24(snap_compare: SnapCompare, app: MixerConsole) -> None:
     """The dashboard fits the smallest terminal an operator uses over SSH."""
     assert snap_compare(app, terminal_size=(80, 24), run_before=show_fixed_scene)
@@ -84,6 +117,22 @@ def test_kick_dialog(snap_compare: SnapCompare, app: MixerConsole) -> None:
         app,
         terminal_size=(80, 24),
         run_before=then(show_fixed_scene, kick_second_artist),
+    )
+
+
+def test_history_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
+    """A room's history, one page of commands."""
+    assert snap_compare(
+        app, terminal_size=(100, 30), run_before=then(show_fixed_scene, open_history)
+    )
+
+
+def test_command_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
+    """One command: fields, leading path, hex view."""
+    assert snap_compare(
+        app,
+        terminal_size=(100, 30),
+        run_before=then(show_fixed_scene, open_history, open_command),
     )
 
 

@@ -16,8 +16,6 @@ def totals_figures(totals: Totals) -> list[tuple[str, str]]:
         ("rooms", str(totals.rooms)),
         ("cmd/s", format_rate(totals.commands_per_second)),
         ("MB/s", f"{totals.bytes_per_second / MB:.2f}"),
-        ("CPU", f"{totals.cpu_percent:.0f}%"),
-        ("mem", f"{totals.rss_bytes / MB:.0f}MB"),
     ]
     if totals.store_state is not None:
         figures.append(("store", totals.store_state))
@@ -25,6 +23,8 @@ def totals_figures(totals: Totals) -> list[tuple[str, str]]:
     if totals.cluster_state is not None:
         figures.append(("cluster", totals.cluster_state))
 
+    figures.append(("CPU", f"{totals.cpu_percent:.0f}%"))
+    figures.append(("mem", f"{totals.rss_bytes / MB:.0f}MB"))
     return figures
 
 
