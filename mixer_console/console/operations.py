@@ -27,12 +27,13 @@ async def perform(app: App[object], what: str, action: Awaitable[object]) -> boo
         with anyio.fail_after(OPERATION_TIMEOUT):
             await action
     except OperationRefused as exc:
-        app.notify(f"{what}: {exc}", title="Refused", severity="error")
+        app.notify(f"{what}: {exc}", title="Refused", severity="error", markup=False)
         return False
     except (ConnectionError, TimeoutError) as exc:
-        app.notify(f"{what}: relay unreachable ({exc})", severity="error")
+        app.notify(f"{what}: relay unreachable ({exc})", severity="error", markup=False)
         return False
 
     log.info("console.operation", extra={"what": what})
-    app.notify(what, title="Done")
+    # Names in the message come from clients: shown as typed, never as markup.
+    app.notify(what, title="Done", markup=False)
     return True

@@ -50,7 +50,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     with hosted_console(tmp_path / "relay-data") as (app, server):
         assert server.port is not None
         clients: list[MixerClient] = []
-        async with app.run_test(size=(160, 48)) as pilot:
+        async with app.run_test(size=(160, 48), notifications=True) as pilot:
             yield Console(app, pilot, server, server.port, clients)
             for client in clients:
                 await client.aclose()

@@ -45,7 +45,11 @@ class CommandScreen(Screen[None]):
         self.index = index
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Room {self.room!r}, command {self.index}", id="command-title")
+        yield Static(
+            f"Room {self.room!r}, command {self.index}",
+            id="command-title",
+            markup=False,
+        )
         with VerticalScroll():
             yield Static("loading ...", id="command-detail", markup=False)
         yield Footer()

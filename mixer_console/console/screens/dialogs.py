@@ -35,7 +35,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._question, classes="question")
+            yield Label(self._question, classes="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(self._yes_label, variant="error", id="yes")
                 yield Button("No", variant="primary", id="no")
@@ -64,7 +64,7 @@ class AskDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._question, classes="question")
+            yield Label(self._question, classes="question", markup=False)
             yield Input(self._value, placeholder=self._placeholder, id="answer")
             yield Label("Enter: OK   Escape: cancel", classes="hint")
 
@@ -95,7 +95,7 @@ class KickDialog(ModalScreen[KickChoice | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Kick {self._who}?", classes="question")
+            yield Label(f"Kick {self._who}?", classes="question", markup=False)
             yield Select(
                 [(label, index) for index, (label, _) in enumerate(BAN_CHOICES)],
                 value=0,

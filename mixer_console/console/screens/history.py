@@ -4,6 +4,7 @@ inspect it, fork the room at it, rewind the room to it, export the room."""
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +15,7 @@ from mixer_console.console.format import format_bytes, format_clock
 from mixer_console.console.operations import perform
 from mixer_console.console.screens.command import CommandScreen
 from mixer_console.console.screens.dialogs import AskDialog, ConfirmDialog
+from mixer_console.console.widgets.live_table import literal
 from relay.control import CommandSummary, HistoryPage, OperationRefused, RelayControl
 
 PAGE_SIZE = 100
@@ -28,9 +30,9 @@ HISTORY_COLUMNS = (
 )
 
 
-def command_cells(command: CommandSummary) -> tuple[str, ...]:
+def command_cells(command: CommandSummary) -> tuple[Text, ...]:
     """One command's row, in the order of :data:`HISTORY_COLUMNS`."""
-    return (
+    cells = (
         str(command.index),
         str(command.seq),
         f"{command.type_name} ({command.type})",
@@ -38,6 +40,7 @@ def command_cells(command: CommandSummary) -> tuple[str, ...]:
         command.sender or "-",
         format_clock(command.at),
     )
+    return tuple(literal(cell) for cell in cells)
 
 
 class HistoryScreen(Screen[None]):
@@ -69,8 +72,8 @@ class HistoryScreen(Screen[None]):
         self.page: HistoryPage | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="history-title")
-        table: DataTable[str] = DataTable(
+        yield Static(id="history-title", markup=False)
+        table: DataTable[Text] = DataTable(
             id="history", cursor_type="row", zebra_stripes=True
         )
         for key, label in HISTORY_COLUMNS:

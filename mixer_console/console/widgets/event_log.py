@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from mixer_console.console.format import format_clock
+from mixer_console.console.widgets.live_table import literal
 from relay.control import RelayEvent
 
 # Events kept for the view; older ones are still in the relay's log file.
@@ -21,9 +22,10 @@ EVENT_COLUMNS = (
 )
 
 
-def event_cells(event: RelayEvent) -> tuple[str | Text, ...]:
+def event_cells(event: RelayEvent) -> tuple[Text, ...]:
     """One event's row, in the order of :data:`EVENT_COLUMNS`."""
-    return (format_clock(event.at), event.kind, event.room or "", event.text)
+    cells = (format_clock(event.at), event.kind, event.room or "", event.text)
+    return tuple(literal(cell) for cell in cells)
 
 
 def matches(event: RelayEvent, words: list[str]) -> bool:

@@ -8,6 +8,12 @@ from textual.widgets import DataTable
 Cell = str | Text
 
 
+def literal(cell: Cell) -> Text:
+    """The cell as text shown as it is: DataTable reads a plain ``str`` as Rich
+    markup, and names come from clients ("[/]" would not even parse)."""
+    return Text(cell) if isinstance(cell, str) else cell
+
+
 class LiveTable(DataTable[Cell]):
     """Rows identified by a key; :meth:`sync` adds, removes and updates cells in
     place, so the view does not flicker and the cursor stays on its row.
@@ -53,12 +59,12 @@ class LiveTable(DataTable[Cell]):
             del self._shown[key]
 
         for key in added:
-            cells = tuple(rows[key])
+            cells = tuple(literal(cell) for cell in rows[key])
             self.add_row(*cells, key=key)
             self._shown[key] = cells
 
         for key, new_cells in rows.items():
-            self._update_row(key, tuple(new_cells))
+            self._update_row(key, tuple(literal(cell) for cell in new_cells))
 
         if added:
             self.sort(*self._sort_columns, key=_plain_texts)
