@@ -181,6 +181,7 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                     "login": "none: anyone who reaches the port can join",
                     "mode": mode,
                     "store": str(settings.data_dir),
+                    "admin_socket": str(server.admin_socket or "off"),
                     "rooms": len(server.broadcaster.rooms),
                 },
             )

@@ -3,13 +3,18 @@
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 
 from relay.errors import ConfigError
 
 MIB = 1024 * 1024
+
+ADMIN_SOCKET_NAME = "admin.sock"
+
+# Linux's sun_path holds 108 bytes, the final NUL included.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,23 @@ class Settings:
     """``MIXER_ROOM_GRACE``: seconds a room that was live when the relay stopped
     waits, after a restart, for its artists to rejoin."""
 
+    admin_socket: Path | Literal["off"] | None = None
+    """``MIXER_ADMIN_SOCKET``: the Unix socket consoles attach to (default
+    ``<MIXER_DATA_DIR>/admin.sock``), or ``off``; its directory must be one only
+    the relay's user can enter."""
+
     log_level: str = "INFO"
     """``MIXER_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR."""
 
     log_format: str = "auto"
     """``MIXER_LOG_FORMAT``: json, text, or auto (text on a terminal, else json)."""
+
+    def admin_socket_path(self) -> Path | None:
+        """Where the admin endpoint listens; None when it is off."""
+        if self.admin_socket == "off":
+            return None
+
+        return self.admin_socket or self.data_dir / ADMIN_SOCKET_NAME
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -186,6 +203,27 @@ def _directory(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _admin_socket(text: str) -> Path | Literal["off"]:
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+
+    if not value:
+        raise ValueError("must be a socket path, or off")
+
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path, or off")
+
+    if len(bytes(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(
+            f"is {len(bytes(path))} bytes long; a Unix socket path holds at most "
+            f"{MAX_SOCKET_PATH_BYTES}"
+        )
+
+    return path
+
+
 def _host(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -221,6 +259,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "store_max_bytes": _non_negative_int,
     "store_max_unwritten_bytes": _positive_int,
     "room_grace": _seconds(MAX_TIMEOUT),
+    "admin_socket": _admin_socket,
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
 }

@@ -3,10 +3,12 @@
 import logging
 import socket
 import time
+from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 
+from relay.admin_server import AdminEndpointError, AdminServer
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.local_control import LocalControl
@@ -47,6 +49,8 @@ class RelayServer:
         self.traffic = TrafficMeter(self.broadcaster)
         self.control = LocalControl(self.broadcaster, self.traffic)
         self.port: int | None = None
+        self.admin_socket: Path | None = None
+        """Where consoles attach while the relay serves; None without one."""
         self._listener: socket.socket | None = None
 
     def bind(self) -> int:
@@ -80,6 +84,7 @@ class RelayServer:
         port = self.bind()
         listener = self._listener
         assert listener is not None
+        admin = await self._open_admin()
         try:
             async with anyio.create_task_group() as tasks:
                 # Supervised: inside the console the relay shares the app's loop,
@@ -91,6 +96,9 @@ class RelayServer:
                     ("sample_traffic", self.traffic.run),
                 ):
                     tasks.start_soon(supervised, name, task)
+
+                if admin is not None:
+                    tasks.start_soon(self._serve_admin, admin)
 
                 task_status.started(port)
                 await self._accept_loop(listener, tasks)
@@ -136,6 +144,33 @@ class RelayServer:
             return
 
         tasks.start_soon(session.run)
+
+    async def _open_admin(self) -> AdminServer | None:
+        path = self.settings.admin_socket_path()
+        if path is None:
+            return None
+
+        admin = AdminServer(
+            self.control, path, is_default=self.settings.admin_socket is None
+        )
+        try:
+            await admin.open()
+        except AdminEndpointError as exc:
+            # The artists' relay matters more than the console: it keeps serving.
+            log.error("admin.unavailable", extra={"error": str(exc)})
+            self.broadcaster.events.record("error", f"no admin socket: {exc}")
+            return None
+
+        self.admin_socket = path
+        return admin
+
+    async def _serve_admin(self, admin: AdminServer) -> None:
+        try:
+            await admin.serve()
+        except Exception:
+            log.exception("admin.failed")
+        finally:
+            self.admin_socket = None
 
     async def _expire_restored_rooms(self) -> None:
         while (deadline := self.broadcaster.next_grace_deadline()) is not None:

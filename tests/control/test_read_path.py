@@ -145,3 +145,36 @@ async def test_events_follow_a_session(relay: RelayServer, connect: Connect) -> 
     assert events[0].client_id == first.client_id
     assert await relay.control.events(events[-2].seq) == [events[-1]]
     assert await relay.control.events(0, limit=2) == events[:2]
+
+
+async def test_store_state_shows_degraded_then_ok(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A store that cannot write (its file capped) shows as degraded with the
+    reason; once it can write again, as ok."""
+    store = relay.broadcaster.store
+    assert store is not None
+    creator = await connect()
+    await creator.handshake()
+    await creator.create_room("studio")
+    store.limit_size(1)  # no page beyond those the file already has
+    big = room_command(MessageType.BLENDER_DATA_UPDATE, bytes(256 * 1024))
+    states = []
+    for _ in range(200):
+        await creator.send_raw(big)
+        states.append((await relay.control.snapshot()).totals.store_state)
+        if states[-1] != "ok":
+            break
+
+        await anyio.sleep(0.05)
+
+    store.limit_size(0)
+    for _ in range(200):
+        if (await relay.control.snapshot()).totals.store_state == "ok":
+            break
+
+        await anyio.sleep(0.05)
+
+    assert states[-1] is not None and states[-1].startswith("degraded: ")
+    assert "full" in states[-1]
+    assert (await relay.control.snapshot()).totals.store_state == "ok"

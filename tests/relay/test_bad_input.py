@@ -902,6 +902,9 @@ BAD_VALUES = [
     ("MIXER_ROOM_UPDATE_INTERVAL", "-0.1"),
     ("MIXER_LOG_LEVEL", "LOUD"),
     ("MIXER_LOG_FORMAT", "xml"),
+    ("MIXER_ADMIN_SOCKET", ""),
+    ("MIXER_ADMIN_SOCKET", "relative/admin.sock"),
+    ("MIXER_ADMIN_SOCKET", "/tmp/" + "x" * 110),
 ]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from store.schema import APPLICATION_ID, SCHEMA_VERSION
+from store.schema import APPLICATION_ID, SCHEMA_VERSION, open_database, schema_version
 from store.store import DATABASE_NAME, LOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -216,3 +216,45 @@ def test_schema_second_relay_on_same_directory_is_refused(
     assert (data_dir / LOCK_NAME).read_bytes() == lock_before
     assert f"pid {first_pid}" in lock_before.decode()
     assert (data_dir / DATABASE_NAME).read_bytes() == database_before
+
+
+def write_version_1(path: Path) -> None:
+    """A database as the first schema wrote it: rooms and commands, no sender,
+    no time, no audit or bans."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(
+            "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "blender_version TEXT, mixer_version TEXT, ignore_version_check "
+            "INTEGER, generic_protocol INTEGER, keep_open INTEGER, joinable "
+            "INTEGER, custom TEXT NOT NULL, created_at FLOAT)"
+        )
+        db.execute("CREATE UNIQUE INDEX idx_rooms_name ON rooms (name)")
+        db.execute(
+            "CREATE TABLE commands (seq INTEGER PRIMARY KEY, room_id INTEGER NOT "
+            "NULL REFERENCES rooms(id), kind INTEGER NOT NULL, size INTEGER NOT "
+            "NULL, wire BLOB NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO rooms VALUES (1, 'old', '3.4', '1.0', 0, 1, 1, 1, '{}', 0)"
+        )
+        db.execute("INSERT INTO commands VALUES (1, 1, 140, 3, x'010203')")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+
+
+def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
+    """A version 1 database gains the sender and time columns (NULL for old
+    commands) and the audit and bans tables, keeping its rooms and commands."""
+    path = tmp_path / DATABASE_NAME
+    write_version_1(path)
+
+    db = open_database(path, cache_bytes=1 << 20)
+    version = schema_version(db)
+    tables = set(db.table_names())
+    command = db.execute("SELECT seq, wire, sender, at FROM commands").fetchall()
+    db.conn.close()
+
+    assert version == SCHEMA_VERSION == 2
+    assert {"rooms", "commands", "audit", "bans"} <= tables
+    assert command == [(1, b"\x01\x02\x03", None, None)]

@@ -1,0 +1,230 @@
+"""RelayControl over the admin socket: the console attached to a relay running
+elsewhere in the machine (see :mod:`relay.admin_protocol`).
+
+The client connects on its first call, and again on the first call after the
+relay went away: a console keeps calling ``snapshot`` and so reconnects by
+itself once the relay is back. While the relay cannot be reached every call
+raises ``ConnectionError``.
+"""
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from relay.admin_protocol import (
+    MAX_LINE_BYTES,
+    AdminProtocolError,
+    check_hello,
+    decode_line,
+    decode_result,
+    encode_line,
+    encode_params,
+    hello,
+)
+from relay.control import (
+    AuditEntry,
+    Ban,
+    CommandDetail,
+    HistoryPage,
+    OperationRefused,
+    RelayEvent,
+    RelaySnapshot,
+)
+from relay.line_socket import LineSocket, LineTooLong
+
+CONNECT_SECONDS = 5.0
+
+# Seconds a request may take: a fork or an export of a large room writes a lot.
+REQUEST_SECONDS = 120.0
+
+
+class AdminClient:
+    """A relay's RelayControl, reached through its admin socket.
+
+    Args:
+        path: the relay's admin socket.
+        request_seconds: how long one request may take before the relay is
+            deemed gone.
+    """
+
+    def __init__(self, path: Path, request_seconds: float = REQUEST_SECONDS) -> None:
+        self.path = path
+        self._request_seconds = request_seconds
+        self._stream: LineSocket | None = None
+        self._ids = itertools.count(1)
+        self._lock = anyio.Lock()
+        self.relay_pid: int | None = None
+        """The process id of the relay attached to, once connected."""
+
+    @property
+    def is_connected(self) -> bool:
+        """Tell whether the last call found the relay."""
+        return self._stream is not None
+
+    async def aclose(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        self._forget_connection()
+        await anyio.lowlevel.checkpoint()
+
+    async def snapshot(self) -> RelaySnapshot:
+        """Everything the dashboard shows, as of now."""
+        result: RelaySnapshot = await self._call("snapshot")
+        return result
+
+    async def events(self, after: int, limit: int = 500) -> list[RelayEvent]:
+        """Events whose seq is greater than ``after``, oldest first."""
+        result: list[RelayEvent] = await self._call("events", after=after, limit=limit)
+        return result
+
+    async def kick(
+        self, client_id: str, *, operator: str, ban_seconds: float | None = None
+    ) -> None:
+        """Disconnect a client; with ``ban_seconds``, ban its login or address."""
+        await self._call(
+            "kick", client_id=client_id, operator=operator, ban_seconds=ban_seconds
+        )
+
+    async def bans(self) -> list[Ban]:
+        """The bans in force."""
+        result: list[Ban] = await self._call("bans")
+        return result
+
+    async def lift_ban(self, subject: str, *, operator: str) -> None:
+        """Lift a ban before it expires."""
+        await self._call("lift_ban", subject=subject, operator=operator)
+
+    async def delete_room(self, room: str, *, operator: str) -> None:
+        """Delete a room; its members are disconnected first."""
+        await self._call("delete_room", room=room, operator=operator)
+
+    async def set_keep_open(self, room: str, keep_open: bool, *, operator: str) -> None:
+        """Set a room's keep_open."""
+        await self._call(
+            "set_keep_open", room=room, keep_open=keep_open, operator=operator
+        )
+
+    async def history_page(self, room: str, start: int, count: int) -> HistoryPage:
+        """Commands ``start`` to ``start + count - 1`` (indices from 1)."""
+        result: HistoryPage = await self._call(
+            "history_page", room=room, start=start, count=count
+        )
+        return result
+
+    async def command(self, room: str, index: int) -> CommandDetail:
+        """Inspect one command of a room's history (index from 1)."""
+        result: CommandDetail = await self._call("command", room=room, index=index)
+        return result
+
+    async def fork_room(
+        self, room: str, index: int, new_room: str, *, operator: str
+    ) -> None:
+        """Create ``new_room`` holding the first ``index`` commands of ``room``."""
+        await self._call(
+            "fork_room", room=room, index=index, new_room=new_room, operator=operator
+        )
+
+    async def rewind_room(self, room: str, index: int, *, operator: str) -> None:
+        """Cut ``room`` back to its first ``index`` commands, resyncing members."""
+        await self._call("rewind_room", room=room, index=index, operator=operator)
+
+    async def export_room(self, room: str, path: Path, *, operator: str) -> int:
+        """Write the room file (a path on the relay's machine); returns its size."""
+        result: int = await self._call(
+            "export_room", room=room, path=path, operator=operator
+        )
+        return result
+
+    async def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        """The newest entries, newest first."""
+        result: list[AuditEntry] = await self._call("audit_log", limit=limit)
+        return result
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        """Send one request and return its decoded result.
+
+        Raises:
+            OperationRefused: the relay refused the request.
+            ConnectionError: the relay cannot be reached, or broke the protocol.
+        """
+        async with self._lock:
+            request_id = next(self._ids)
+            request = {"id": request_id, "method": method}
+            request["params"] = encode_params(params)
+            try:
+                stream = await self._connected()
+                with anyio.fail_after(self._request_seconds):
+                    await stream.send(encode_line(request))
+                    answer = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+            except (
+                OSError,
+                EOFError,
+                LineTooLong,
+                TimeoutError,
+                AdminProtocolError,
+            ) as exc:
+                self._forget_connection()
+                raise ConnectionError(
+                    f"cannot use the relay at {self.path}: {_describe(exc)}"
+                ) from exc
+
+            return self._result_of(method, request_id, answer)
+
+    def _result_of(
+        self, method: str, request_id: object, answer: dict[str, Any]
+    ) -> Any:
+        if answer.get("id") != request_id:
+            raise ConnectionError(
+                f"the relay answered request {answer.get('id')!r} to request "
+                f"{request_id!r}"
+            )
+
+        error = answer.get("error")
+        if isinstance(error, dict):
+            code, message = error.get("code"), str(error.get("message"))
+            if code == "refused":
+                raise OperationRefused(message)
+
+            raise OperationRefused(f"{code}: {message}")
+
+        try:
+            return decode_result(method, answer.get("result"))
+        except AdminProtocolError as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def _connected(self) -> LineSocket:
+        if self._stream is not None:
+            return self._stream
+
+        with anyio.fail_after(CONNECT_SECONDS):
+            stream = await LineSocket.connect_unix(str(self.path))
+            try:
+                greeting = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+                error = greeting.get("error")
+                if isinstance(error, dict):
+                    raise ConnectionRefusedError(str(error.get("message")))
+
+                check_hello(greeting)
+                await stream.send(encode_line(hello()))
+            except BaseException:
+                stream.close()
+                raise
+
+        pid = greeting.get("relay_pid")
+        self.relay_pid = pid if isinstance(pid, int) else None
+        self._stream = stream
+        return stream
+
+    def _forget_connection(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+
+    return str(exc) or type(exc).__name__
