@@ -48,9 +48,10 @@ EXIT_ROOM = 6
 EXIT_INTERRUPTED = 130
 
 
-def add_commands(parser: argparse.ArgumentParser) -> None:
+def add_commands(parser: argparse.ArgumentParser) -> Any:
     """Add the admin subcommands to the ``mixer-console`` parser; with none given,
-    ``arguments.command`` is None (run the relay)."""
+    ``arguments.command`` is None (run the relay). Returns the subcommands, for
+    the command line to add its own."""
     commands = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
@@ -101,6 +102,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         description="Delete a room and its whole history from the store.",
     )
     delete.add_argument("name", metavar="NAME", help="the room to delete")
+    return commands
 
 
 def run(

@@ -1,6 +1,8 @@
-"""Command-line entry point: ``mixer-console [--no-ui] [--host H] [--port P]``
-runs the relay; ``mixer-console rooms`` and ``mixer-console room ...`` are the
-admin commands of :mod:`mixer_console.admin_cli` (see it for their exit status)."""
+"""Command-line entry point: ``mixer-console [--host H] [--port P]`` runs the
+relay inside the operator console, ``--no-ui`` runs it headless;
+``mixer-console attach [--socket PATH]`` opens the console on a running relay;
+``mixer-console rooms`` and ``mixer-console room ...`` are the admin commands of
+:mod:`mixer_console.admin_cli` (see it for their exit status)."""
 
 import argparse
 import logging
@@ -8,12 +10,17 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from mixer_console import admin_cli
-from mixer_console.console.launch import run_hosted_console, send_logs_to_file
+from mixer_console.console.launch import (
+    run_attached_console,
+    run_hosted_console,
+    send_logs_to_file,
+)
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
 from relay.errors import ConfigError
@@ -52,7 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
     )
     parser.add_argument("--port", help="TCP port (MIXER_PORT, default 12800)")
-    admin_cli.add_commands(parser)
+    commands = admin_cli.add_commands(parser)
+    attach = commands.add_parser(
+        "attach",
+        help="open the console on a relay already running (--no-ui)",
+        description="Open the operator console on a running relay through its "
+        "admin socket (only the relay's user may). A relay that stops is shown "
+        "as such and the console reconnects by itself.",
+    )
+    attach.add_argument(
+        "--socket",
+        help="the relay's admin socket (MIXER_ADMIN_SOCKET, default admin.sock "
+        "in MIXER_DATA_DIR)",
+    )
     return parser
 
 
@@ -66,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         arguments = parser.parse_args(argv)
+        if arguments.command == "attach":
+            return _run_attach(parser, arguments)
+
         if arguments.command is not None:
             return _run_admin(parser, arguments, previous)
 
@@ -79,6 +101,47 @@ def _stop_during_startup(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _refuse_relay_options(
+    parser: argparse.ArgumentParser, arguments: argparse.Namespace
+) -> None:
+    if arguments.no_ui or arguments.host is not None or arguments.port is not None:
+        parser.error(
+            "--no-ui, --host and --port apply to running the relay, not to "
+            f"'{arguments.command}'"
+        )
+
+
+def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> int:
+    """Open the console on a running relay; returns the exit status."""
+    _refuse_relay_options(parser, arguments)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"mixer-console: {exc}\n")
+        return EXIT_CONFIG
+
+    socket = (
+        Path(arguments.socket).expanduser()
+        if arguments.socket
+        else settings.admin_socket_path()
+    )
+    if socket is None:
+        sys.stderr.write(
+            "mixer-console: MIXER_ADMIN_SOCKET is off: give the relay's socket "
+            "with --socket\n"
+        )
+        return EXIT_CONFIG
+
+    try:
+        send_logs_to_file(settings, is_attached=True)
+    except OSError as exc:
+        sys.stderr.write(f"mixer-console: cannot write the log file: {exc}\n")
+        return EXIT_STORE
+
+    run_attached_console(socket)
+    return EXIT_OK
+
+
 def _run_admin(
     parser: argparse.ArgumentParser,
     arguments: argparse.Namespace,
@@ -87,12 +150,7 @@ def _run_admin(
     """Run an admin command; a stop signal interrupts it, changing nothing, and
     the signal handlers are given back afterwards (for callers in-process)."""
     try:
-        if arguments.no_ui or arguments.host is not None or arguments.port is not None:
-            parser.error(
-                "--no-ui, --host and --port apply to running the relay, not to "
-                f"'{arguments.command}'"
-            )
-
+        _refuse_relay_options(parser, arguments)
         return admin_cli.run(arguments)
     finally:
         for signum, handler in previous.items():

@@ -15,13 +15,17 @@ OPERATOR = "test-operator"
 
 @contextmanager
 def hosted_console(
-    data_dir: Path, where: str | None = None
+    data_dir: Path, where: str | None = None, admin_socket: Path | None = None
 ) -> Iterator[tuple[MixerConsole, RelayServer]]:
     """An app whose relay (bound on 127.0.0.1, any port, its store in
-    ``data_dir``) runs inside it once the app runs; the store must write
-    everything by the end of the block."""
+    ``data_dir``, its admin socket off unless given) runs inside it once the
+    app runs; the store must write everything by the end of the block."""
     settings = Settings(
-        host="127.0.0.1", port=0, room_update_interval=0.01, data_dir=data_dir
+        host="127.0.0.1",
+        port=0,
+        room_update_interval=0.01,
+        data_dir=data_dir,
+        admin_socket=admin_socket or "off",
     )
     store = open_store(settings)
     try:

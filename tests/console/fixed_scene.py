@@ -128,13 +128,14 @@ SNAPSHOT = RelaySnapshot(
 )
 
 EVENTS = [
-    RelayEvent(1, NOW - 3725, "connect", "10.0.4.21:51234 connected"),
-    RelayEvent(2, NOW - 3724, "room", "room castle created by ada", "castle"),
-    RelayEvent(3, NOW - 1810, "join", "bob joined castle", "castle", "10.0.4.22:50112"),
-    RelayEvent(4, NOW - 600, "join", "dev joined forest-shot-12", "forest-shot-12"),
-    RelayEvent(5, NOW - 120, "drop", "10.0.7.3:40002 dropped: backpressure"),
-    RelayEvent(6, NOW - 95, "join", "chloe joined castle", "castle", "10.0.4.30:49001"),
-    RelayEvent(7, NOW - 4, "connect", "10.0.6.2:40220 connected"),
+    RelayEvent(1, NOW - 3725, "connect", "connected", None, "10.0.4.21:51234"),
+    RelayEvent(2, NOW - 3724, "room", "created", "castle", "10.0.4.21:51234"),
+    RelayEvent(3, NOW - 1810, "join", "joined", "castle", "10.0.4.22:50112"),
+    RelayEvent(4, NOW - 600, "room", "created", "forest-shot-12", "10.0.5.11:55320"),
+    RelayEvent(5, NOW - 120, "drop", "backpressure", None, "10.0.7.3:40002"),
+    RelayEvent(6, NOW - 95, "join", "joined", "castle", "10.0.4.30:49001"),
+    RelayEvent(7, NOW - 30, "operator", "alice set keep_open on", "castle"),
+    RelayEvent(8, NOW - 4, "connect", "connected", None, "10.0.6.2:40220"),
 ]
 
 COMMANDS = tuple(

@@ -4,19 +4,24 @@
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import ByteReceiveStream
 
+from tests.control.admin_helpers import private_socket_dir
 from tests.mixer_client import MixerClient
 
 ROOT = Path(__file__).resolve().parents[2]
 TMUX = shutil.which("tmux")
 WAIT_TIMEOUT = 20.0
 POLL_SECONDS = 0.1
+LOCAL_ANY_PORT = ("--host", "127.0.0.1", "--port", "0")
 POLLS = int(WAIT_TIMEOUT / POLL_SECONDS)
 
 pytestmark = [
@@ -56,36 +61,27 @@ class Pane:
         raise AssertionError(f"the pane never showed {text!r}:\n{screen}")
 
 
-@pytest.fixture
-async def pane(tmp_path: Path) -> AsyncIterator[Pane]:
-    """``mixer-console --host 127.0.0.1 --port 0`` in an 80x24 tmux pane."""
-    pane = Pane(tmp_path / "tmux.sock")
+@asynccontextmanager
+async def console_pane(arguments: str, data_dir: Path) -> AsyncIterator[Pane]:
+    """``mixer-console ARGUMENTS`` in an 80x24 tmux pane, 256 colours, on a tmux
+    server of its own that is killed at the end."""
     command = (
-        f"cd {ROOT} && MIXER_DATA_DIR={tmp_path / 'data'} "
-        f"{sys.executable} -m mixer_console --host 127.0.0.1 --port 0; "
+        f"cd {ROOT} && MIXER_DATA_DIR={data_dir} "
+        f"{sys.executable} -m mixer_console {arguments}; "
         # The shell stays a moment so that the test reads how the console ended.
         "echo console-exit=$?; sleep 20"
     )
-    env_term = {"TERM": "xterm-256color"}
-    await pane.tmux(
-        "-f",
-        os.devnull,
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "-e",
-        f"TERM={env_term['TERM']}",
-        command,
-    )
-    try:
-        yield pane
-    finally:
-        await pane.tmux("kill-server")
+    with private_socket_dir() as socket_dir:
+        pane = Pane(socket_dir / "tmux.sock")
+        # No user tmux.conf: the pane is what a default tmux gives over SSH.
+        await pane.tmux(
+            *("-f", os.devnull, "new-session", "-d", "-s", "console"),
+            *("-x", "80", "-y", "24", "-e", "TERM=tmux-256color", command),
+        )
+        try:
+            yield pane
+        finally:
+            await pane.tmux("kill-server")
 
 
 async def logged_events(log_file: Path) -> list[dict[str, object]]:
@@ -109,11 +105,15 @@ async def relay_port(log_file: Path) -> int:
     raise AssertionError("the console's log has no relay.started")
 
 
-async def test_console_in_tmux_at_80x24(pane: Pane, tmp_path: Path) -> None:
+async def test_console_in_tmux_at_80x24(tmp_path: Path) -> None:
     """The dashboard fits 80x24 in tmux, shows a client's room, and "q" stops the
     relay gracefully (store flushed), logging to the file, not the terminal."""
+    async with console_pane("--host 127.0.0.1 --port 0", tmp_path / "data") as pane:
+        await in_tmux(pane, tmp_path / "data" / "console.log")
+
+
+async def in_tmux(pane: Pane, log_file: Path) -> None:
     screen = await pane.until_shown("Rooms")
-    log_file = tmp_path / "data" / "console.log"
     client = await MixerClient.connect(await relay_port(log_file))
     try:
         await client.handshake("ada")
@@ -139,3 +139,71 @@ async def test_console_in_tmux_at_80x24(pane: Pane, tmp_path: Path) -> None:
         if event["event"] == "relay.stopped"
     ]
     assert stopped and stopped[-1]["store_flushed"] is True
+
+
+async def first_line(stream: ByteReceiveStream) -> str:
+    """The first line the process writes (its relay.started event)."""
+    data = b""
+    with anyio.fail_after(WAIT_TIMEOUT):
+        for _ in range(1000):
+            if b"\n" in data:
+                break
+
+            data += await stream.receive()
+
+    return data.split(b"\n")[0].decode()
+
+
+async def test_attach_in_tmux_follows_a_headless_relay(tmp_path: Path) -> None:
+    """``mixer-console attach`` at 80x24 shows a headless relay's room, says so
+    when the relay stops, and "q" leaves with status 0."""
+    with private_socket_dir() as socket_dir:
+        socket = socket_dir / "admin.sock"
+        relay = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "mixer_console",
+                "--no-ui",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "MIXER_DATA_DIR": str(tmp_path / "relay-data"),
+                "MIXER_ADMIN_SOCKET": str(socket),
+                "MIXER_LOG_FORMAT": "json",
+            },
+            stderr=None,
+        )
+        try:
+            assert relay.stdout is not None
+            started = json.loads(await first_line(relay.stdout))
+            assert started["event"] == "relay.started"
+            client = await MixerClient.connect(int(started["port"]))
+            await client.handshake("ada")
+            await client.create_room("headless-room")
+            async with console_pane(
+                f"attach --socket {socket}", tmp_path / "console-data"
+            ) as pane:
+                screen = await pane.until_shown("headless-room")
+                assert screen.splitlines()[0].lstrip().startswith("attached")
+
+                relay.send_signal(signal.SIGTERM)
+                with anyio.fail_after(WAIT_TIMEOUT):
+                    await relay.wait()
+
+                await pane.until_shown("relay stopped / reconnecting")
+                await pane.tmux("send-keys", "-t", "console", "q")
+                screen = await pane.until_shown("console-exit=")
+
+                assert "console-exit=0" in screen
+            await client.aclose()
+        finally:
+            if relay.returncode is None:
+                relay.kill()
+
+            await relay.aclose()

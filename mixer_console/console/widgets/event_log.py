@@ -18,13 +18,20 @@ EVENT_COLUMNS = (
     ("time", "Time"),
     ("kind", "Kind"),
     ("room", "Room"),
+    ("client", "Client"),
     ("text", "Event"),
 )
 
 
 def event_cells(event: RelayEvent) -> tuple[Text, ...]:
     """One event's row, in the order of :data:`EVENT_COLUMNS`."""
-    cells = (format_clock(event.at), event.kind, event.room or "", event.text)
+    cells = (
+        format_clock(event.at),
+        event.kind,
+        event.room or "",
+        event.client_id or "",
+        event.text,
+    )
     return tuple(literal(cell) for cell in cells)
 
 
