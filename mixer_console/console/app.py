@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 # Time the hosted relay gets to stop (sessions closed, rooms saved) on quit.
 RELAY_STOP_SECONDS = 5.0
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# SIGINT too: the console's terminal is raw (ctrl+c is a key), so a SIGINT comes
+# from kill, and deserves the graceful stop of the headless relay.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class HostedRelay(Protocol):
@@ -48,8 +50,9 @@ class MixerConsole(App[None]):
         operator: who the audit log names for every action.
         where: the relay in a few words ("127.0.0.1:12800", a socket path).
         hosted: the relay to run in this process, if any.
-        handle_signals: stop on SIGTERM and SIGHUP like the headless relay (for
-            the command line; tests leave the process's handlers alone).
+        handle_signals: stop on SIGINT, SIGTERM and SIGHUP like the headless
+            relay (for the command line; tests leave the process's handlers
+            alone).
     """
 
     CSS_PATH = "app.tcss"

@@ -142,7 +142,7 @@ COMMANDS = tuple(
     CommandSummary(
         index=index,
         seq=1000 + index,
-        type=107 if index % 3 else 121,
+        type=140 if index % 3 else 201,
         type_name="BLENDER_DATA_UPDATE" if index % 3 else "TRANSFORM",
         size=1400 + 37 * index,
         sender="10.0.4.21:51234" if index % 2 else "10.0.4.22:50112",
@@ -158,5 +158,5 @@ _PATH = "/Collection/Castle/Tower"
 DETAIL = CommandDetail(
     summary=COMMANDS[4],
     leading_path=_PATH,
-    head=encode_frame(107, encode_string(_PATH) + bytes(range(48)), 1005)[:96],
+    head=encode_frame(140, encode_string(_PATH) + bytes(range(48)), 1005)[:96],
 )

@@ -207,3 +207,41 @@ async def test_attach_in_tmux_follows_a_headless_relay(tmp_path: Path) -> None:
                 relay.kill()
 
             await relay.aclose()
+
+
+def console_pid(pane_pid: int) -> int:
+    """The console's process: the child of the pane's shell."""
+    children = Path(f"/proc/{pane_pid}/task/{pane_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+async def test_signal_stops_the_console_gracefully(tmp_path: Path) -> None:
+    """SIGINT to the console process (its terminal is raw, so ctrl+c is a key)
+    stops the relay as on "q": the store is flushed and the room its artist was
+    in is kept for the next start."""
+    data_dir = tmp_path / "data"
+    async with console_pane("--host 127.0.0.1 --port 0", data_dir) as pane:
+        client = await MixerClient.connect(await relay_port(data_dir / "console.log"))
+        await client.handshake("ada")
+        await client.create_room("kept-room")
+        await pane.until_shown("kept-room")
+        pane_pid = int(await pane.tmux("display-message", "-p", "#{pane_pid}"))
+
+        os.kill(console_pid(pane_pid), signal.SIGINT)
+        screen = await pane.until_shown("console-exit=")
+        await client.aclose()
+
+    assert "console-exit=0" in screen
+    stopped = [
+        event
+        for event in await logged_events(data_dir / "console.log")
+        if event["event"] == "relay.stopped"
+    ]
+    assert stopped and stopped[-1]["store_flushed"] is True
+    listing = await anyio.run_process(
+        [sys.executable, "-m", "mixer_console", "rooms", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(data_dir)},
+    )
+    assert [room["name"] for room in json.loads(listing.stdout)] == ["kept-room"]

@@ -40,7 +40,7 @@ class DashboardScreen(Screen[None]):
         Binding("d", "delete_room", "Delete room"),
         Binding("o", "keep_open", "Keep open", tooltip="Toggle the room's keep_open"),
         Binding("slash", "filter", "Filter events"),
-        Binding("p", "pause", "Pause", tooltip="Freeze the view to read it"),
+        Binding("p", "app.toggle_pause", "Pause", tooltip="Freeze the view to read it"),
         Binding("1", "focus_pane('rooms')", "Rooms", show=False),
         Binding("2", "focus_pane('artists')", "Artists", show=False),
         Binding("3", "focus_pane('events')", "Events", show=False),
@@ -97,9 +97,6 @@ class DashboardScreen(Screen[None]):
 
     def action_focus_pane(self, table_id: str) -> None:
         self.query_one(f"#{table_id}").focus()
-
-    def action_pause(self) -> None:
-        self.app.action_toggle_pause()  # type: ignore[attr-defined]
 
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)

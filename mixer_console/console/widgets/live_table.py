@@ -4,6 +4,7 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 Cell = str | Text
 
@@ -34,7 +35,7 @@ class LiveTable(DataTable[Cell]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._column_specs = tuple(columns)
         self._sort_columns = tuple(sort_columns)
-        self._shown: dict[str, tuple[Cell, ...]] = {}
+        self._shown: dict[str, tuple[Text, ...]] = {}
 
     def on_mount(self) -> None:
         for key, label in self._column_specs:
@@ -74,14 +75,19 @@ class LiveTable(DataTable[Cell]):
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
 
-    def _update_row(self, key: str, cells: tuple[Cell, ...]) -> None:
+    def _update_row(self, key: str, cells: tuple[Text, ...]) -> None:
         shown = self._shown[key]
         if shown == cells:
             return
 
         for (column, _), old, new in zip(self._column_specs, shown, cells, strict=True):
             if old != new:
-                self.update_cell(key, column, new, update_width=True)
+                # Measuring a column costs a pass over all its rows: only a cell
+                # wider than its column asks for it.
+                # Known limit: a column stays as wide as the widest value it has
+                # shown, even after that row changed or left.
+                is_wider = new.cell_len > self.columns[ColumnKey(column)].content_width
+                self.update_cell(key, column, new, update_width=is_wider)
 
         self._shown[key] = cells
 
