@@ -4,11 +4,13 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/console_bench.py [--repeats 3] [--markdown]
 
-Each case of relay_bench.py (our relay, headless, a fresh subprocess per case)
-is run twice in turn: once alone, once with ``mixer-console attach`` watching it
+Each case of relay_bench.py (our relay, a fresh subprocess per case) is run three
+ways in turn: headless alone; headless with ``mixer-console attach`` watching it
 through the admin socket and rendering in a real terminal (a tmux pane of
-132x40, 256 colours, on a tmux server of this script's own). The console polls
-the relay four times a second, so the difference is its price. The cases:
+132x40, 256 colours, on a tmux server of this script's own); and hosted, the
+relay inside the console (``mixer-console`` without ``--no-ui``) rendering on a
+132x40 pseudo-terminal from script(1). The console polls the relay four times a
+second; the differences are its price. The cases:
 
 fan-out 1->8, 4 KiB and fan-out 1->32, 64 B
     saturating throughput: msgs/s is what the console may take away.
@@ -19,8 +21,9 @@ rooms 50 x 4 @ 30/s
 idle 200 clients
     200 artists doing nothing: the console's CPU for watching them.
 
-The console's CPU is that of its process tree (utime+stime from /proc, 100 % =
-one core) over the whole case, set-up included. Alternating the runs spreads the
+The attached console's CPU is that of its process tree (utime+stime from /proc,
+100 % = one core) over the whole case, set-up included; a hosted console's CPU
+is part of the relay's. Alternating the runs spreads the
 noise of a shared machine over both columns; the summary gives medians.
 """
 
@@ -102,6 +105,19 @@ class Console:
         )
 
 
+HOSTED = "hosted"
+
+
+def hosted_spec(headless: proc.RelaySpec) -> proc.RelaySpec:
+    """The relay inside the console (``mixer-console`` without ``--no-ui``),
+    rendering on a pseudo-terminal of 132x40 that script(1) gives it."""
+    relay_args = [arg for arg in headless.argv if arg != "--no-ui"]
+    inner = f"stty cols 132 rows 40; exec {' '.join(relay_args)}"
+    argv = ["script", "--quiet", "--flush", "--return", "--command", inner, "/dev/null"]
+    env = {**headless.env, "TERM": "xterm-256color"}
+    return replace(headless, label=HOSTED, argv=argv, env=env)
+
+
 class ConsoleLauncher(bench.Launcher):
     """relay_bench's launcher; with ``watched``, a console attaches to each relay."""
 
@@ -112,9 +128,12 @@ class ConsoleLauncher(bench.Launcher):
         self._work_dir: Path | None = None
 
     def spec(self, label: str, bare_args: list[str]) -> proc.RelaySpec:
-        spec = super().spec(label, bare_args)
+        spec = super().spec("ours", bare_args)
         assert self._work_dir is not None
         spec.env["MIXER_ADMIN_SOCKET"] = str(self._work_dir / "admin.sock")
+        if label == HOSTED:
+            spec = hosted_spec(spec)
+
         return spec
 
     @contextmanager
@@ -149,25 +168,30 @@ def cases(settings: bench.Settings) -> list[Callable[[bench.Launcher, str], benc
     ]
 
 
+# How the relay runs: headless alone, headless watched by an attached console,
+# or inside the console.
+MODES = ("alone", "attached", HOSTED)
+
+
 def measure(
     launcher: ConsoleLauncher,
     case: Callable[[bench.Launcher, str], bench.Row],
-    watched: bool,
+    mode: str,
 ) -> Measured:
-    launcher.watched = watched
+    launcher.watched = mode == "attached"
     launcher.console = None
     began = time.monotonic()
-    row = case(launcher, "ours")
+    row = case(launcher, HOSTED if mode == HOSTED else "ours")
     ended = time.monotonic()
     console = launcher.console
     cpu = console.monitor.cpu_percent(began, ended) if console else None
-    row.relay = "ours + console" if watched else "ours"
+    row.relay = mode
     return Measured(row, cpu)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each pair")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each mode")
     parser.add_argument("--duration", type=float, default=3.0, help="fan-out seconds")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--log-dir", default="/tmp/mixer-console-bench-logs")
@@ -184,8 +208,8 @@ def main(argv: list[str]) -> int:
     measurements: list[Measured] = []
     for case in cases(settings):
         for repeat in range(args.repeats):
-            for watched in (False, True):
-                measured = measure(launcher, case, watched)
+            for mode in MODES:
+                measured = measure(launcher, case, mode)
                 measurements.append(measured)
                 cells = bench.cells(measured.row)
                 console_cpu = (
@@ -211,50 +235,52 @@ def median(values: list[float | None]) -> float | None:
 
 
 def summary(measurements: list[Measured], markdown: bool) -> str:
-    """Medians per scenario: the relay alone, watched, and the console's CPU."""
+    """Medians per scenario and mode, and the attached console's own CPU."""
 
     def number(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
+
+    def share(value: float | None, base: float | None) -> str:
+        return "-" if not value or not base else f"{100 * value / base:.0f}%"
 
     table = [
         [
             "scenario",
             "msgs/s alone",
-            "msgs/s watched",
-            "watched/alone",
+            "attached",
+            "hosted",
             "relay CPU % alone",
-            "relay CPU % watched",
-            "console CPU %",
+            "attached",
+            "hosted",
+            "attached console CPU %",
         ]
     ]
     scenarios = list(dict.fromkeys(m.row.scenario for m in measurements))
     for scenario in scenarios:
-        alone = [
-            m
-            for m in measurements
-            if m.row.scenario == scenario and m.console_cpu is None
-        ]
-        watched = [
-            m
-            for m in measurements
-            if m.row.scenario == scenario and m.console_cpu is not None
-        ]
-        rate_alone = median([m.row.msgs_s for m in alone])
-        rate_watched = median([m.row.msgs_s for m in watched])
-        ratio = rate_watched / rate_alone if rate_alone and rate_watched else None
+        runs = {
+            mode: [
+                m
+                for m in measurements
+                if m.row.scenario == scenario and m.row.relay == mode
+            ]
+            for mode in MODES
+        }
+        rates = {mode: median([m.row.msgs_s for m in runs[mode]]) for mode in MODES}
         table.append(
             [
                 scenario,
-                number(rate_alone, ",.0f"),
-                number(rate_watched, ",.0f"),
-                "-" if ratio is None else f"{100 * ratio:.0f}%",
-                number(median([m.row.cpu for m in alone]), ".0f"),
-                number(median([m.row.cpu for m in watched]), ".0f"),
-                number(median([m.console_cpu for m in watched]), ".0f"),
+                number(rates["alone"], ",.0f"),
+                share(rates["attached"], rates["alone"]),
+                share(rates[HOSTED], rates["alone"]),
+                *(
+                    number(median([m.row.cpu for m in runs[mode]]), ".0f")
+                    for mode in MODES
+                ),
+                number(median([m.console_cpu for m in runs["attached"]]), ".0f"),
             ]
         )
 
-    return bench.format_table(table, markdown, range(1, 7))
+    return bench.format_table(table, markdown, range(1, 8))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ class LiveTable(DataTable[Cell]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._column_specs = tuple(columns)
         self._sort_columns = tuple(sort_columns)
-        self._shown: dict[str, tuple[Text, ...]] = {}
+        # The cells of each row as given: comparing them is cheap, so unchanged
+        # rows (most of them, most of the time) cost no Text and no repaint.
+        self._shown: dict[str, tuple[Cell, ...]] = {}
 
     def on_mount(self) -> None:
         for key, label in self._column_specs:
@@ -60,12 +62,12 @@ class LiveTable(DataTable[Cell]):
             del self._shown[key]
 
         for key in added:
-            cells = tuple(literal(cell) for cell in rows[key])
-            self.add_row(*cells, key=key)
+            cells = tuple(rows[key])
+            self.add_row(*(literal(cell) for cell in cells), key=key)
             self._shown[key] = cells
 
         for key, new_cells in rows.items():
-            self._update_row(key, tuple(literal(cell) for cell in new_cells))
+            self._update_row(key, tuple(new_cells))
 
         if added:
             self.sort(*self._sort_columns, key=_plain_texts)
@@ -75,19 +77,20 @@ class LiveTable(DataTable[Cell]):
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
 
-    def _update_row(self, key: str, cells: tuple[Text, ...]) -> None:
+    def _update_row(self, key: str, cells: tuple[Cell, ...]) -> None:
         shown = self._shown[key]
         if shown == cells:
             return
 
         for (column, _), old, new in zip(self._column_specs, shown, cells, strict=True):
             if old != new:
+                text = literal(new)
                 # Measuring a column costs a pass over all its rows: only a cell
                 # wider than its column asks for it.
                 # Known limit: a column stays as wide as the widest value it has
                 # shown, even after that row changed or left.
-                is_wider = new.cell_len > self.columns[ColumnKey(column)].content_width
-                self.update_cell(key, column, new, update_width=is_wider)
+                width = self.columns[ColumnKey(column)].content_width
+                self.update_cell(key, column, text, update_width=text.cell_len > width)
 
         self._shown[key] = cells
 
