@@ -51,15 +51,25 @@ def format_clock(at: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def format_moment(at: float) -> str:
+    """Local date and time to the minute, for moments days away (a ban's end)."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+
+
 def format_age(since: float, now: float) -> str:
-    """How long ago, coarsest unit first: 42s, 5m12s, 3h04m, 2d05h."""
-    seconds = max(0, int(now - since))
+    """How long ago: 42s, then 5m, 3h04m, 2d05h.
+
+    Counted in whole seconds of the clock, so that every age on screen ticks at
+    the same instant, and to the minute past the first one: a table of ages
+    then changes (and is repainted) rarely.
+    """
+    seconds = max(0, int(now) - int(since))
     if seconds < 60:
         return f"{seconds}s"
 
-    minutes, seconds = divmod(seconds, 60)
+    minutes = seconds // 60
     if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
+        return f"{minutes}m"
 
     hours, minutes = divmod(minutes, 60)
     if hours < 24:

@@ -3,6 +3,8 @@ run (ports, clocks, rates, CPU) written out, so that screenshots compare."""
 
 from relay.control import (
     ArtistView,
+    AuditEntry,
+    Ban,
     CommandDetail,
     CommandSummary,
     HistoryPage,
@@ -160,3 +162,15 @@ DETAIL = CommandDetail(
     leading_path=_PATH,
     head=encode_frame(140, encode_string(_PATH) + bytes(range(48)), 1005)[:96],
 )
+
+BANS = [
+    Ban("address:10.0.7.3", NOW + 7 * 86400, "kicked by alice", "alice"),
+    Ban("address:10.0.9.14", NOW + 3600, "kicked by olga", "olga"),
+]
+
+AUDIT = [
+    AuditEntry(NOW - 30, "alice", "keep_open", "castle", "on"),
+    AuditEntry(NOW - 110, "alice", "kick", "10.0.7.3:40002", "banned for 1 week"),
+    AuditEntry(NOW - 900, "olga", "fork", "castle", "at 1200 into castle-take2"),
+    AuditEntry(NOW - 1500, "olga", "kick", "10.0.9.14:51000", "banned for 1 hour"),
+]

@@ -37,14 +37,19 @@ def test_format_rate_stays_short(rate: float, text: str) -> None:
     [
         (-5, "0s"),
         (42, "42s"),
-        (312, "5m12s"),
+        (312, "5m"),
         (3 * 3600 + 240, "3h04m"),
         (2 * 86400 + 5 * 3600, "2d05h"),
     ],
 )
 def test_format_age_coarsest_unit_first(seconds: float, text: str) -> None:
-    """Ages keep two units; a clock skew never shows a negative age."""
+    """Ages keep at most two units; a clock skew never shows a negative age."""
     assert format_age(1000.0, 1000.0 + seconds) == text
+
+
+def test_format_age_ticks_on_whole_seconds() -> None:
+    """Two artists who connected in the same second always show the same age."""
+    assert format_age(1000.1, 1001.05) == format_age(1000.9, 1001.05) == "1s"
 
 
 def test_sparkline_scales_to_the_peak() -> None:

@@ -5,8 +5,10 @@ import time
 from pathlib import Path
 
 import anyio
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input
 
+from mixer_console.console.screens.bans import BansScreen
 from mixer_console.console.screens.dialogs import AskDialog, ConfirmDialog, KickDialog
 from mixer_console.console.screens.history import HistoryScreen
 from mixer_console.console.widgets.artists_table import ArtistsTable
@@ -218,3 +220,30 @@ async def test_room_rate_matches_the_traffic(console: Console) -> None:
     shown = float(str(rooms.get_cell("busy", "rate")))
     # Generous bounds: the machine is shared and the meter samples once a second.
     assert 0.5 * sent_rate <= shown <= 1.5 * sent_rate
+
+
+async def test_bans_screen_lifts_a_ban(console: Console) -> None:
+    """b lists the ban a kick set and the audit log; l, confirmed, lifts it and
+    the artist can connect again."""
+    bob = await console.connect("bob")
+    await select(console, console.app.dashboard.query_one(ArtistsTable), bob.client_id)
+    await console.pilot.press("k", "enter", "down", "enter", "tab", "enter")
+    await bob.expect_closed()
+
+    await console.pilot.press("b")
+    screen = console.app.screen
+    assert isinstance(screen, BansScreen)
+    bans = screen.query_one("#bans", DataTable)
+    audit = screen.query_one("#audit", DataTable)
+    await console.until(lambda: bans.row_count == 1, "the ban listed")
+    assert str(bans.get_cell_at(Coordinate(0, 0))) == "address:127.0.0.1"
+    assert str(bans.get_cell_at(Coordinate(0, 2))) == "test-operator"
+    assert str(audit.get_cell_at(Coordinate(0, 2))) == "kick"
+
+    await console.pilot.press("l", "y")
+    await console.until(lambda: bans.row_count == 0, "the ban gone")
+
+    assert await console.server.control.bans() == []
+    again = await console.connect("bob")
+    assert await again.list_clients()
+    assert str(audit.get_cell_at(Coordinate(0, 2))) == "lift_ban"

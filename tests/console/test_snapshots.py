@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 
 from mixer_console.console.app import MixerConsole
 from mixer_console.console.messages import EventsArrived, SnapshotArrived
+from mixer_console.console.screens.bans import BansScreen
 from mixer_console.console.screens.command import CommandScreen
 from mixer_console.console.screens.dashboard import DashboardScreen
 from mixer_console.console.screens.history import HistoryScreen
@@ -133,6 +134,22 @@ def test_command_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
         app,
         terminal_size=(100, 30),
         run_before=then(show_fixed_scene, open_history, open_command),
+    )
+
+
+def test_bans_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
+    """The bans in force and the audit log."""
+
+    async def open_bans(pilot: Pilot[None]) -> None:
+        await pilot.press("b")
+        screen = app.screen
+        assert isinstance(screen, BansScreen)
+        await finished(app, "bans")
+        screen.show(fixed_scene.BANS, fixed_scene.AUDIT)
+        await pilot.pause()
+
+    assert snap_compare(
+        app, terminal_size=(100, 24), run_before=then(show_fixed_scene, open_bans)
     )
 
 

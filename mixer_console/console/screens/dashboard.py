@@ -15,6 +15,7 @@ from mixer_console.console.messages import (
     SnapshotArrived,
 )
 from mixer_console.console.operations import perform
+from mixer_console.console.screens.bans import BansScreen
 from mixer_console.console.screens.dialogs import ConfirmDialog, KickDialog
 from mixer_console.console.screens.history import HistoryScreen
 from mixer_console.console.widgets.artists_table import ArtistsTable
@@ -39,6 +40,7 @@ class DashboardScreen(Screen[None]):
         Binding("k", "kick", "Kick", tooltip="Disconnect the artist, maybe ban"),
         Binding("d", "delete_room", "Delete room"),
         Binding("o", "keep_open", "Keep open", tooltip="Toggle the room's keep_open"),
+        Binding("b", "bans", "Bans", tooltip="Bans in force and the audit log"),
         Binding("slash", "filter", "Filter events"),
         Binding("p", "app.toggle_pause", "Pause", tooltip="Freeze the view to read it"),
         Binding("1", "focus_pane('rooms')", "Rooms", show=False),
@@ -112,6 +114,9 @@ class DashboardScreen(Screen[None]):
         field = self.query_one("#filter", Input)
         field.display = bool(event.value)
         self.query_one(EventLog).focus()
+
+    def action_bans(self) -> None:
+        self.app.push_screen(BansScreen(self.control, self.operator))
 
     def action_history(self) -> None:
         room = self._require(self.selected_room, "room")

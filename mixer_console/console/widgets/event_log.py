@@ -11,7 +11,8 @@ from mixer_console.console.format import format_clock
 from mixer_console.console.widgets.live_table import literal
 from relay.control import RelayEvent
 
-# Events kept for the view; older ones are still in the relay's log file.
+# Known limit: the view keeps the last 2,000 events; older ones are only in the
+# relay's log file.
 KEPT_EVENTS = 2000
 
 EVENT_COLUMNS = (
