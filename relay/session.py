@@ -60,7 +60,13 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
-        refusal = self._broadcaster.admission_refusal(client)
+        try:
+            refusal = self._broadcaster.admission_refusal(client)
+        except Exception:
+            # Contained, and closed rather than let in unchecked.
+            log.exception("session.admission_failed", extra={"client_id": client.id})
+            refusal = "the relay could not check this connection; try again later"
+
         if refusal is not None:
             await self._refuse(refusal)
             return
