@@ -138,12 +138,12 @@ class AdminServer:
 
     async def _prepare(self) -> None:
         directory = self._path.parent
-        if self._is_default:
-            directory.mkdir(parents=True, exist_ok=True)
-            # The data directory is the relay's own: make it private.
-            directory.chmod(0o700)
-
         try:
+            if self._is_default:
+                directory.mkdir(parents=True, exist_ok=True)
+                # The data directory is the relay's own: make it private.
+                directory.chmod(0o700)
+
             info = directory.stat()
         except OSError as exc:
             raise AdminEndpointError(
