@@ -1,10 +1,11 @@
 """RelayControl over the admin socket: the console attached to a relay running
 elsewhere in the machine (see :mod:`relay.admin_protocol`).
 
-The client connects on its first call, and again on the first call after the
-relay went away: a console keeps calling ``snapshot`` and so reconnects by
-itself once the relay is back. While the relay cannot be reached every call
-raises ``ConnectionError``.
+The client connects on its first call. A call that finds its connection closed
+by the relay connects again first, so a console that keeps calling ``snapshot``
+follows a relay restart by itself; while no relay answers, every call raises
+``ConnectionError``. A request is never sent twice: one whose answer was lost
+(the relay stopped while working on it) raises ``ConnectionError`` too.
 """
 
 import itertools
@@ -15,7 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from relay.admin_protocol import (
-    MAX_LINE_BYTES,
+    MAX_ANSWER_BYTES,
     AdminProtocolError,
     check_hello,
     decode_line,
@@ -157,7 +158,7 @@ class AdminClient:
                 stream = await self._connected()
                 with anyio.fail_after(self._request_seconds):
                     await stream.send(encode_line(request))
-                    answer = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+                    answer = decode_line(await stream.receive_line(MAX_ANSWER_BYTES))
             except (
                 OSError,
                 EOFError,
@@ -169,6 +170,11 @@ class AdminClient:
                 raise ConnectionError(
                     f"cannot use the relay at {self.path}: {_describe(exc)}"
                 ) from exc
+            except BaseException:
+                # Cancelled mid-request: the answer would arrive for nobody and
+                # be taken for the next request's.
+                self._forget_connection()
+                raise
 
             return self._result_of(method, request_id, answer)
 
@@ -176,6 +182,7 @@ class AdminClient:
         self, method: str, request_id: object, answer: dict[str, Any]
     ) -> Any:
         if answer.get("id") != request_id:
+            self._forget_connection()
             raise ConnectionError(
                 f"the relay answered request {answer.get('id')!r} to request "
                 f"{request_id!r}"
@@ -195,13 +202,18 @@ class AdminClient:
             raise ConnectionError(str(exc)) from exc
 
     async def _connected(self) -> LineSocket:
+        if self._stream is not None and self._stream.is_closed_by_peer():
+            # The relay went away since the last call (and may be back): a new
+            # connection, rather than a request sent to nobody.
+            self._forget_connection()
+
         if self._stream is not None:
             return self._stream
 
         with anyio.fail_after(CONNECT_SECONDS):
             stream = await LineSocket.connect_unix(str(self.path))
             try:
-                greeting = decode_line(await stream.receive_line(MAX_LINE_BYTES))
+                greeting = decode_line(await stream.receive_line(MAX_ANSWER_BYTES))
                 error = greeting.get("error")
                 if isinstance(error, dict):
                     raise ConnectionRefusedError(str(error.get("message")))

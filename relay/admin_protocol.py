@@ -1,8 +1,9 @@
 """The admin protocol: how a console drives a relay over its admin socket.
 
 Version 1. A Unix stream socket carrying JSON lines: each message is one JSON
-object encoded as UTF-8 on one line ending with ``\\n``, at most
-:data:`MAX_LINE_BYTES` long.
+object encoded as UTF-8 on one line ending with ``\\n``; the relay reads lines of
+at most :data:`MAX_LINE_BYTES`, a console answers of at most
+:data:`MAX_ANSWER_BYTES`.
 
 1. The relay speaks first::
 
@@ -59,9 +60,12 @@ from relay.control import (
 PROTOCOL_NAME = "mixer-console-admin"
 PROTOCOL_VERSION = 1
 
-# A request is small; the largest answers (a snapshot with hundreds of artists, a
-# page of a thousand commands) stay well under this.
+# The longest request line the relay reads; requests are small.
 MAX_LINE_BYTES = 4 * 1024 * 1024
+
+# The longest answer line a console reads: a snapshot takes about 350 bytes per
+# artist, so this holds well over a hundred thousand of them.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class AdminProtocolError(Exception):
@@ -120,6 +124,8 @@ def decode_line(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AdminProtocolError(f"not a JSON line: {exc}") from exc
+    except RecursionError as exc:
+        raise AdminProtocolError("the JSON is nested too deeply") from exc
 
     if not isinstance(message, dict):
         raise AdminProtocolError(

@@ -159,14 +159,23 @@ class Broadcaster:
         they are, for the next start to restore."""
         self.is_stopping = True
 
-    def handle(self, client: Client, frame: Frame) -> None:
+    def handle(
+        self, client: Client, frame: Frame, received_at: float | None = None
+    ) -> None:
         """Apply one message from a client; a bad request is answered with
-        SEND_ERROR and the connection stays up."""
+        SEND_ERROR and the connection stays up.
+
+        Args:
+            client: who sent it.
+            frame: the message.
+            received_at: when it was read (time.time()), kept with stored
+                commands; None for now.
+        """
         kind = frame.kind
         client.frames_in += 1
         client.bytes_in += frame.size
         if kind > LAST_CONTROL_TYPE:
-            self._room_command(client, frame)
+            self._room_command(client, frame, received_at or time.time())
             return
 
         handler = self._handlers.get(kind)
@@ -231,7 +240,7 @@ class Broadcaster:
         if update:
             self._send_to_all(_json_frame(MessageType.ROOM_UPDATE, update))
 
-    def _room_command(self, client: Client, frame: Frame) -> None:
+    def _room_command(self, client: Client, frame: Frame, at: float) -> None:
         room = client.room
         if room is None:
             self._refuse(
@@ -241,7 +250,7 @@ class Broadcaster:
 
         room.commands_in += 1
         if is_stored(frame.kind):
-            room.history.append(frame, client.id)
+            room.history.append(frame, client.id, at)
             self._rooms_with_new_statistics.mark(room)
             if self.store is not None:
                 self._rooms_with_unwritten.mark(room)
@@ -429,6 +438,7 @@ class Broadcaster:
         self.remove_room(room)
 
     def remove_room(self, room: Room) -> None:
+        """Delete a room and its history; every client gets ROOM_DELETED."""
         del self.rooms[room.name]
         if self.store is not None:
             self.store.delete_room(room.store_id)

@@ -84,6 +84,9 @@ class RelayEvent:
     """One line of the console's event log."""
 
     seq: int
+    """Consecutive within one run of the relay, and greater than every number of
+    its previous runs (a run starts from its start time in microseconds), so
+    ``events(after=last seen)`` is right across a relay restart too."""
     at: float
     kind: str
     """"connect", "disconnect", "join", "leave", "drop", "error", "room" or
@@ -116,6 +119,9 @@ class CommandDetail:
     """The path string the payload starts with, for types that have one."""
     head: bytes
     """The first bytes of the frame, header included, for a hex view."""
+    command_id: int = 0
+    """The header's command id, as the sender set it (added with the operator
+    actions; the header's other fields are ``summary.size`` and ``summary.type``)."""
 
 
 @dataclass(frozen=True)

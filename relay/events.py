@@ -4,6 +4,11 @@ The broadcaster records each event as it happens (connections, rooms, drops,
 errors, operator actions); consoles read what came after the last sequence number
 they saw, so a console that polls slowly skips what fell out of the ring and
 never sees an event twice.
+
+Sequence numbers start from the relay's start time in microseconds, so those of
+a restarted relay are greater than any of its previous run: a console that
+reattaches and asks for what came after the last number it saw gets exactly the
+new relay's events.
 """
 
 import time
@@ -13,6 +18,8 @@ from itertools import islice
 from relay.control import RelayEvent
 
 # Events kept; older ones fall out of the ring.
+# Known limit: a console that polls less often than 5000 events happen misses the
+# ones that fell out of the ring, with no marker of the gap.
 EVENT_LOG_CAPACITY = 5000
 
 
@@ -25,11 +32,14 @@ class EventLog:
 
     def __init__(self, capacity: int = EVENT_LOG_CAPACITY) -> None:
         self._events: deque[RelayEvent] = deque(maxlen=capacity)
-        self._last_seq = 0
+        # Fewer than one event per microsecond of a run: the next run's first
+        # number is greater than this run's last.
+        self._last_seq = time.time_ns() // 1000
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest event (0 before the first)."""
+        """The sequence number of the newest event (the start number before the
+        first)."""
         return self._last_seq
 
     def record(

@@ -10,7 +10,6 @@ a few counters; older entries are read back from the store, in chunks, when a
 joiner needs them. Without a store every entry stays in memory.
 """
 
-import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -157,13 +156,16 @@ class History:
         """Bytes of commands held in memory (those the store has not written)."""
         return sum(len(entry.wire) for entry in self._recent)
 
-    def append(self, frame: Frame, sender: str | None = None) -> None:
+    def append(
+        self, frame: Frame, sender: str | None = None, at: float | None = None
+    ) -> None:
         """Store a room command, replacing the newest entry when the merge rule
         says so: a type in 201-998 whose leading string equals the newest's.
 
         Args:
             frame: the command.
             sender: the id of the client that sent it.
+            at: when the relay received it.
         """
         kind = frame.kind
         wire = frame.wire
@@ -178,7 +180,6 @@ class History:
             self._remove_newest(last)
 
         seq = self._sequence()
-        at = time.time()
         self._recent.append(HistoryEntry(seq, wire, sender, at))
         self._last = LastCommand(seq, kind, merge_key, len(wire))
         self._count += 1

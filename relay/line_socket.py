@@ -83,6 +83,19 @@ class LineSocket:
 
             self._buffer += data
 
+    def is_closed_by_peer(self) -> bool:
+        """Tell, without waiting, whether the peer has closed its end (nothing
+        unread is consumed)."""
+        if self._buffer:
+            return False
+
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     async def send(self, data: bytes) -> None:
         """Send all of ``data``.
 

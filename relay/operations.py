@@ -23,9 +23,11 @@ from relay.control import (
     OperationRefused,
 )
 from relay.history import History, LastCommand
+from relay.protocol import HEADER
 from relay.room import Room
 from relay.room_history import (
     STORE_WAIT_SECONDS,
+    Prefix,
     check_unchanged,
     leading_path,
     read_page,
@@ -120,10 +122,12 @@ class Operations:
     async def history_page(self, name: str, start: int, count: int) -> HistoryPage:
         """Commands ``start`` to ``start + count - 1`` of a room (from 1)."""
         room = self._room(name)
-        if start < 1 or not 0 <= count <= MAX_PAGE_COMMANDS:
+        last_start = len(room.history) + 1
+        if not (1 <= start <= last_start and 0 <= count <= MAX_PAGE_COMMANDS):
             raise OperationRefused(
-                f"a page starts at 1 or later and holds 0 to {MAX_PAGE_COMMANDS} "
-                f"commands (asked: start {start}, count {count})"
+                f"a page of room {name!r} starts at 1 to {last_start} and holds 0 "
+                f"to {MAX_PAGE_COMMANDS} commands (asked: start {start}, count "
+                f"{count})"
             )
 
         total, records = await read_page(
@@ -147,7 +151,10 @@ class Operations:
 
         record = records[0]
         return CommandDetail(
-            summary_of(index, record), leading_path(record), record.head[:HEAD_BYTES]
+            summary_of(index, record),
+            leading_path(record),
+            record.head[:HEAD_BYTES],
+            command_id=HEADER.unpack_from(record.head)[1],
         )
 
     async def fork_room(
@@ -160,8 +167,7 @@ class Operations:
         self._check_index(room, index, lowest=0)
         self._check_free(new_name)
         prefix = await read_prefix(room, broadcaster.store, index)
-        room = self._joinable_room(name)
-        check_unchanged(room, prefix, "fork")
+        check_unchanged(self._joinable_room(name), room, prefix, "fork")
         self._check_free(new_name)
 
         store = broadcaster.store
@@ -183,36 +189,10 @@ class Operations:
         if store is None:
             fork.history.copy_entries(list(room.history.recent)[:index])
         elif prefix.last is not None:
-            # Copied inside the database, after everything queued before it, so
-            # the copy holds exactly the commands measured (none was removed).
-            first_seq = store.allocate_seqs(index)
-            store.save_room(fork.record())
-            store.copy_history(room.store_id, prefix.last.seq, store_id, first_seq)
-            broadcaster.reserved_names.add(new_name)
-            try:
-                is_written = await store.wait_written(STORE_WAIT_SECONDS)
-            finally:
-                broadcaster.reserved_names.discard(new_name)
+            fork.history = await self._copy_in_store(room, fork, prefix)
 
-            if not is_written:
-                store.delete_room(store_id)
-                raise OperationRefused(
-                    f"the store did not write the fork within {STORE_WAIT_SECONDS:g} s"
-                    " (it is behind or degraded); nothing was created"
-                )
-
-            last = prefix.last
-            fork.history = History(
-                room.history.sequence,
-                store,
-                store_id,
-                command_count=index,
-                byte_size=prefix.byte_size,
-                last=LastCommand(
-                    first_seq + index - 1, last.kind, last.merge_key, last.size
-                ),
-            )
-
+        # Known limit: a fork without keep_open that nobody joins stays until the
+        # relay restarts (rooms are otherwise deleted when their last member leaves).
         broadcaster.add_room(fork)
         broadcaster.audit.record(
             operator,
@@ -222,6 +202,47 @@ class Operations:
             room=new_name,
         )
 
+    async def _copy_in_store(self, room: Room, fork: Room, prefix: Prefix) -> History:
+        """Copy the prefix of ``room`` into ``fork``'s new rows, inside the
+        database; return the fork's history once the store has written it.
+
+        Raises:
+            OperationRefused: the store did not write the copy in time; nothing
+                of the fork is kept.
+        """
+        broadcaster = self._broadcaster
+        store = broadcaster.store
+        last = prefix.last
+        assert store is not None and last is not None
+        # Queued after everything before it, so the copy holds exactly the
+        # commands measured (none was removed since, see check_unchanged).
+        first_seq = store.allocate_seqs(prefix.count)
+        store.save_room(fork.record())
+        store.copy_history(room.store_id, last.seq, fork.store_id, first_seq)
+        broadcaster.reserved_names.add(fork.name)
+        try:
+            is_written = await store.wait_written(STORE_WAIT_SECONDS)
+        finally:
+            broadcaster.reserved_names.discard(fork.name)
+
+        if not is_written:
+            store.delete_room(fork.store_id)
+            raise OperationRefused(
+                f"the store did not write the fork within {STORE_WAIT_SECONDS:g} s "
+                "(it is behind or degraded); nothing was created"
+            )
+
+        return History(
+            room.history.sequence,
+            store,
+            fork.store_id,
+            command_count=prefix.count,
+            byte_size=prefix.byte_size,
+            last=LastCommand(
+                first_seq + prefix.count - 1, last.kind, last.merge_key, last.size
+            ),
+        )
+
     async def rewind_room(self, name: str, index: int, operator: str) -> None:
         """Cut a room back to its first ``index`` commands and resynchronise its
         members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
@@ -229,8 +250,7 @@ class Operations:
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
         prefix = await read_prefix(room, broadcaster.store, index)
-        room = self._joinable_room(name)
-        check_unchanged(room, prefix, "rewind")
+        check_unchanged(self._joinable_room(name), room, prefix, "rewind")
 
         cut = len(room.history) - index
         room.history.cut(prefix.last, prefix.count, prefix.byte_size)

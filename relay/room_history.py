@@ -105,20 +105,30 @@ def leading_path(record: CommandRecord) -> str | None:
     return raw.decode("utf-8", errors="replace") if raw is not None else None
 
 
-def check_unchanged(room: Room, prefix: Prefix, action: str) -> None:
-    """Refuse to act on a prefix the history changed under (a merge removed a
-    command while it was measured).
+def check_unchanged(current: Room, measured: Room, prefix: Prefix, action: str) -> None:
+    """Refuse to act on a prefix its room changed under while it was measured:
+    the room was replaced by another of the same name, or a merge removed a
+    command.
+
+    Args:
+        current: the room of that name now.
+        measured: the room the prefix was measured on.
+        prefix: what was measured.
+        action: the operation, for the message.
 
     Raises:
         OperationRefused: the history lost an entry since it was measured.
     """
-    if room.history.removals != prefix.removals:
+    if current is not measured or current.history.removals != prefix.removals:
         raise OperationRefused(
-            f"room {room.name!r} changed while preparing the {action}; try again"
+            f"room {current.name!r} changed while preparing the {action}; try again"
         )
 
 
 async def _wait_for_store(room: Room, store: Store) -> None:
+    # Known limit: history reads wait for the store to write everything queued, so
+    # while the store is degraded the operator's history views and actions on
+    # stored rooms are refused.
     if not await store.wait_written(STORE_WAIT_SECONDS):
         raise OperationRefused(
             f"the store has not written room {room.name!r} within "
@@ -136,6 +146,8 @@ def _record_of(entry: HistoryEntry) -> CommandRecord:
 
 def _last_of(seq: int, head: Wire, size: int) -> LastCommand:
     """What the merge rule needs of a command, from its head and full size."""
+    # Known limit: a command whose path is longer than INSPECT_BYTES, left newest
+    # by a rewind or a fork, is not merged with the next command of its path.
     data = memoryview(head)
     kind = HEADER.unpack_from(data)[2]
     payload = data[HEADER.size :]

@@ -9,6 +9,7 @@ one ``sendmsg`` call: frames shared by many receivers are never joined or copied
 
 import logging
 import socket
+import time
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -59,7 +60,13 @@ class Session:
     async def run(self) -> None:
         """Serve the connection, then clean up whatever ended it."""
         client = self.client
-        refusal = self._broadcaster.admission_refusal(client)
+        try:
+            refusal = self._broadcaster.admission_refusal(client)
+        except Exception:
+            # Contained, and closed rather than let in unchecked.
+            log.exception("session.admission_failed", extra={"client_id": client.id})
+            refusal = "the relay could not check this connection; try again later"
+
         if refusal is not None:
             await self._refuse(refusal)
             return
@@ -203,8 +210,11 @@ class Session:
                         },
                     )
 
+            # One clock reading per read, not per frame: the time is for the
+            # operator's history view, and the hot path stays cheap.
+            received_at = time.time()
             for frame in frames:
-                self._broadcaster.handle(self.client, frame)
+                self._broadcaster.handle(self.client, frame, received_at)
 
             await checkpoint()
 

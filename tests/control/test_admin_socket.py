@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +25,9 @@ from tests.relays import running_relay
 
 
 @pytest.fixture
-def socket_dir() -> AsyncIterator[Path]:
+def socket_dir() -> Iterator[Path]:
     with private_socket_dir() as directory:
-        yield directory  # type: ignore[misc]
+        yield directory
 
 
 @pytest.fixture
@@ -255,6 +255,7 @@ async def test_malformed_unknown_and_huge_requests(
     cases = [
         (b"this is not json\n", "bad_request", "not a JSON line"),
         (b"[1, 2]\n", "bad_request", "a message is a JSON object, not list"),
+        (b"[" * 200_000 + b"\n", "bad_request", "nested too deeply"),
         (b'{"method": "snapshot"}\n', "bad_request", "a request needs an id"),
         (b'{"id": 1, "method": "reboot"}\n', "bad_request", "unknown method 'reboot'"),
         (
@@ -392,3 +393,32 @@ async def test_other_users_are_refused(
     assert by_permissions == "connect failed: Permission denied"
     assert '"code":"forbidden"' in by_uid
     assert "only the relay's user (uid 0) may attach; you are uid 65534" in by_uid
+
+
+async def test_event_numbers_grow_across_a_restart(admin_settings: Settings) -> None:
+    """A console that reattaches and asks for events after the last number it saw
+    gets the restarted relay's events, from its first."""
+    path = admin_settings.admin_socket_path()
+    assert path is not None
+    console = AdminClient(path)
+    async with running_relay(admin_settings) as relay:
+        await wait_for_socket(admin_settings)
+        assert relay.port is not None
+        for _ in range(3):
+            client = await MixerClient.connect(relay.port)
+            await client.handshake()
+            await client.aclose()
+        await anyio.sleep(0.1)
+        last_seen = (await console.events(0))[-1].seq
+
+    async with running_relay(admin_settings) as relay:
+        await wait_for_socket(admin_settings)
+        assert relay.port is not None
+        client = await MixerClient.connect(relay.port)
+        await client.handshake()
+        after_restart = await console.events(last_seen)
+        await client.aclose()
+        await console.aclose()
+
+    assert [event.kind for event in after_restart] == ["connect"]
+    assert after_restart[0].seq > last_seen

@@ -12,7 +12,7 @@ from relay.messages import MessageType
 from relay.protocol import encode_json, encode_string
 from relay.server import RelayServer
 from store.roomfile import iter_room_file_frames, scan_room_file
-from tests.mixer_client import MixerClient, room_command
+from tests.mixer_client import NOISE, MixerClient, join_payload, room_command
 from tests.relay.flows import Connect
 from tests.relays import running_relay
 
@@ -21,16 +21,15 @@ OPERATOR = "olga"
 
 def commands(count: int) -> list[bytes]:
     """Distinct stored commands: a mergeable type with its own path each, and a
-    plain type in between."""
+    plain type in between; each carries its index as command id."""
     wires = []
     for index in range(count):
         if index % 2:
-            wires.append(
-                room_command(MessageType.BLENDER_DATA_UPDATE, bytes([index]) * 40)
-            )
+            body = bytes([index]) * 40
+            wires.append(room_command(MessageType.BLENDER_DATA_UPDATE, body, index))
         else:
             path = encode_string(f"/objects/cube{index}")
-            wires.append(room_command(MessageType.TRANSFORM, path + bytes(64)))
+            wires.append(room_command(MessageType.TRANSFORM, path + bytes(64), index))
     return wires
 
 
@@ -132,7 +131,7 @@ async def test_delete_room_disconnects_members(
 
     await creator.expect_closed()
     deleted = await bystander.expect(
-        MessageType.ROOM_DELETED, skip=frozenset({19, 20, 22})
+        MessageType.ROOM_DELETED, skip=NOISE | {MessageType.CLIENT_DISCONNECTED}
     )
     assert bytes(deleted.payload[4:]) == b"studio"
     assert "studio" not in relay.broadcaster.rooms
@@ -174,6 +173,7 @@ async def test_history_page_and_inspect(relay: RelayServer, connect: Connect) ->
     assert page.commands[0].seq < page.commands[1].seq < page.commands[2].seq
     assert detail.summary == page.commands[1]
     assert detail.leading_path == "/objects/cube2"
+    assert detail.command_id == 2
     assert detail.head == wires[2]
     assert plain.leading_path is None
 
@@ -187,7 +187,9 @@ async def test_history_requests_out_of_range_are_refused(
         (relay.control.command("studio", 4), "index 4 is out of range"),
         (relay.control.command("studio", 0), "index 0 is out of range"),
         (relay.control.command("nowhere", 1), "no room named 'nowhere'"),
-        (relay.control.history_page("studio", 0, 10), "a page starts at 1"),
+        (relay.control.history_page("studio", 0, 10), "starts at 1 to 4"),
+        (relay.control.history_page("studio", 2**70, 10), "starts at 1 to 4"),
+        (relay.control.history_page("studio", 1, 5000), "holds 0 to 1000"),
         (relay.control.fork_room("studio", 9, "b", operator=OPERATOR), "out of range"),
         (
             relay.control.fork_room("studio", 1, "studio", operator=OPERATOR),
@@ -212,6 +214,14 @@ async def test_history_requests_out_of_range_are_refused(
             "must be absolute",
         ),
     ]
+    cases.append(
+        (
+            relay.control.export_room(
+                "studio", Path("/nonexistent/dir/s.mixer"), operator=OPERATOR
+            ),
+            "cannot write room file /nonexistent/dir/s.mixer",
+        )
+    )
     for call, message in cases:
         with pytest.raises(OperationRefused, match=message):
             await call
@@ -359,3 +369,56 @@ async def test_operations_without_a_store(connect: Connect) -> None:
     assert [f.wire for f in forked] == wires[:3]
     assert [f.wire for f in rewound] == wires[:2]
     assert [c.size for c in page.commands] == [len(w) for w in wires[:3]]
+
+
+async def test_ban_by_login_once_login_exists(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A client granted a login is banned by that login, not its address: the
+    address may connect again, and the login step's admission check refuses the
+    login."""
+    creator, _ = await room_with_history(connect, 1)
+    relay.broadcaster.clients[creator.client_id].login = "octocat"
+
+    await relay.control.kick(creator.client_id, operator=OPERATOR, ban_seconds=60)
+    await creator.expect_closed()
+    again = await connect()
+    again_id = await again.handshake()
+    client = relay.broadcaster.clients[again_id]
+    before_login = relay.broadcaster.admission_refusal(client)
+    client.login = "octocat"
+    after_login = relay.broadcaster.admission_refusal(client)
+
+    assert [ban.subject for ban in await relay.control.bans()] == ["login:octocat"]
+    assert before_login is None
+    assert after_login is not None and after_login.startswith("banned from this")
+
+
+async def test_rewind_during_a_join_restarts_the_joiner(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A member still receiving the history when the room is rewound ends with
+    exactly the cut history: after its last CLEAR_CONTENT come the first N
+    commands and one JOIN_ROOM."""
+    creator = await connect()
+    await creator.handshake("ada")
+    big = [
+        room_command(MessageType.BLENDER_DATA_UPDATE, bytes([i % 251]) * 65536, i)
+        for i in range(200)
+    ]
+    await creator.create_room("studio", commands=big)
+    joiner = await connect()
+    await joiner.send(MessageType.JOIN_ROOM, join_payload("studio", "3.4.1", "1.0.0"))
+    # The joiner reads nothing yet: its history is still on its way.
+    await relay.control.rewind_room("studio", 5, operator=OPERATOR)
+
+    frames = await joiner.receive_until(MessageType.JOIN_ROOM, timeout=30)
+    frames += await joiner.sync()
+
+    frames = [f for f in frames if f.kind not in NOISE]
+    kinds = [frame.kind for frame in frames]
+    last_clear = len(kinds) - 1 - kinds[::-1].index(MessageType.CLEAR_CONTENT)
+    after = [f for f in frames[last_clear + 1 :] if f.kind > 100]
+    assert kinds.count(MessageType.JOIN_ROOM) == 1
+    assert [f.wire for f in after] == big[:5]
+    assert MessageType.CLEAR_CONTENT in kinds[:last_clear]
