@@ -66,16 +66,9 @@ class RelayFeed:
     async def poll(self) -> None:
         """Fetch one snapshot and the events since the last poll, and post them."""
         snapshot = await self.control.snapshot()
-        was_unreachable = self._is_reachable is False
-        events = await self.control.events(
-            0 if was_unreachable else self._last_event, EVENTS_PER_CALL
-        )
-        if was_unreachable and events and events[-1].seq >= self._last_event:
-            # Known limit: a relay that restarted and already logged more events
-            # than the console had seen is taken for the same relay, so its first
-            # events are not shown.
-            events = [event for event in events if event.seq > self._last_event]
-
+        # Event numbers grow across relay restarts too, so "after the last one
+        # shown" is right after a reconnection as well.
+        events = await self.control.events(self._last_event, EVENTS_PER_CALL)
         self._set_reachable(True, "relay running")
         self._target.post_message(SnapshotArrived(snapshot))
         if events:

@@ -9,6 +9,9 @@ from relay.server import RelayServer
 log = logging.getLogger(__name__)
 
 
+# Known limit: the relay shares the app's event loop with the rendering, so a
+# repaint delays every connection by up to tens of milliseconds and costs
+# throughput at saturation; under heavy load, run it --no-ui and attach.
 class HostedRelayServer:
     """Runs a bound :class:`RelayServer` in a task group of its own (the app runs
     :meth:`run` in a worker); :meth:`stop` ends it the way the headless relay

@@ -161,6 +161,7 @@ DETAIL = CommandDetail(
     summary=COMMANDS[4],
     leading_path=_PATH,
     head=encode_frame(140, encode_string(_PATH) + bytes(range(48)), 1005)[:96],
+    command_id=1005,
 )
 
 BANS = [

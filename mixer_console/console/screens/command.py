@@ -19,6 +19,7 @@ def detail_text(detail: CommandDetail) -> str:
     lines = [
         f"index         {command.index}",
         f"seq           {command.seq}",
+        f"command id    {detail.command_id}",
         f"type          {command.type_name} ({command.type})",
         f"size          {command.size} bytes ({format_bytes(command.size)})",
         f"sender        {command.sender or '-'}",
