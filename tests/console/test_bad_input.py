@@ -8,7 +8,10 @@ from textual.widgets import Input
 from mixer_console.console.screens.dialogs import AskDialog, ConfirmDialog
 from mixer_console.console.screens.history import HistoryScreen
 from mixer_console.console.widgets.artists_table import ArtistsTable
+from mixer_console.console.widgets.event_log import EventLog
 from mixer_console.console.widgets.rooms_table import RoomsTable
+from relay.messages import MessageType
+from relay.protocol import HEADER
 from tests.console.conftest import Console
 from tests.console.test_operations import commands, open_history_at, select
 
@@ -154,3 +157,36 @@ async def test_history_of_a_room_deleted_meanwhile(console: Console) -> None:
     )
 
     assert console.app.is_running
+
+
+async def test_a_failing_connection_does_not_end_the_console(console: Console) -> None:
+    """A bug hit by one connection (a handler that raises) and a client sending an
+    absurd frame length close those connections only: the app, with the relay
+    on its loop, goes on, shows the error, and serves the others."""
+
+    def broken(client: object, payload: memoryview) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    bystander = await console.connect("bob")
+    victim = await console.connect("ada")
+    console.server.broadcaster._handlers[MessageType.SET_CLIENT_NAME] = broken
+    await victim.send(MessageType.SET_CLIENT_NAME, b"x")
+    await victim.expect_closed()
+    liar = await console.connect()
+    await liar.send_raw(HEADER.pack(2**63, 0, MessageType.JOIN_ROOM))
+    await liar.expect_closed()
+    events = console.app.dashboard.query_one(EventLog)
+
+    await console.until(
+        lambda: any(
+            str(events.get_row_at(row)[1]) == "error" for row in range(events.row_count)
+        ),
+        "the error in the event log",
+    )
+
+    assert console.app.is_running
+    assert "bob" in str(await bystander.list_clients())
+    newcomer = await console.connect("chloe")
+    await newcomer.create_room("still-serving")
+    rooms = console.app.dashboard.query_one(RoomsTable)
+    await console.until(lambda: "still-serving" in rooms.rows, "a new room shown")
