@@ -68,10 +68,6 @@ class EventLog(DataTable[str | Text]):
         for key, label in EVENT_COLUMNS:
             self.add_column(label, key=key)
 
-    @property
-    def filter_text(self) -> str:
-        return " ".join(self._words)
-
     def add_events(self, events: Iterable[RelayEvent]) -> None:
         is_following = self.cursor_row >= self.row_count - 1
         for event in events:
