@@ -1,6 +1,8 @@
-"""Command-line entry point: ``mixer-console [--no-ui] [--host H] [--port P]``
-runs the relay; ``mixer-console rooms`` and ``mixer-console room ...`` are the
-admin commands of :mod:`mixer_console.admin_cli` (see it for their exit status)."""
+"""Command-line entry point: ``mixer-console [--host H] [--port P]`` runs the
+relay inside the operator console, ``--no-ui`` runs it headless;
+``mixer-console attach [--socket PATH]`` opens the console on a running relay;
+``mixer-console rooms`` and ``mixer-console room ...`` are the admin commands of
+:mod:`mixer_console.admin_cli` (see it for their exit status)."""
 
 import argparse
 import logging
@@ -8,11 +10,17 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from mixer_console import admin_cli, login_cli
+from mixer_console.console.launch import (
+    run_attached_console,
+    run_hosted_console,
+    send_logs_to_file,
+)
 from relay.build import build_relay
 from relay.cluster import open_cluster
 from relay.config import Settings
@@ -46,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui",
         action="store_true",
         help="run the relay headless, logging one line per event on stdout "
-        "(this build has no console yet, so it is always headless)",
+        "(by default the operator console runs it and logs to a file)",
     )
     parser.add_argument(
         "--host", help="address to listen on (MIXER_HOST, default 0.0.0.0)"
@@ -54,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", help="TCP port (MIXER_PORT, default 12800)")
     commands = admin_cli.add_commands(parser)
     login_cli.add_command(commands)
+    attach = commands.add_parser(
+        "attach",
+        help="open the console on a relay already running (--no-ui)",
+        description="Open the operator console on a running relay through its "
+        "admin socket (only the relay's user may). A relay that stops is shown "
+        "as such and the console reconnects by itself.",
+    )
+    attach.add_argument(
+        "--socket",
+        help="the relay's admin socket (MIXER_ADMIN_SOCKET, default admin.sock "
+        "in MIXER_DATA_DIR)",
+    )
     return parser
 
 
@@ -67,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         arguments = parser.parse_args(argv)
+        if arguments.command == "attach":
+            return _run_attach(parser, arguments)
+
         if arguments.command is not None:
             return _run_admin(parser, arguments, previous)
 
@@ -80,6 +103,47 @@ def _stop_during_startup(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _refuse_relay_options(
+    parser: argparse.ArgumentParser, arguments: argparse.Namespace
+) -> None:
+    if arguments.no_ui or arguments.host is not None or arguments.port is not None:
+        parser.error(
+            "--no-ui, --host and --port apply to running the relay, not to "
+            f"'{arguments.command}'"
+        )
+
+
+def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> int:
+    """Open the console on a running relay; returns the exit status."""
+    _refuse_relay_options(parser, arguments)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"mixer-console: {exc}\n")
+        return EXIT_CONFIG
+
+    socket = (
+        Path(arguments.socket).expanduser()
+        if arguments.socket
+        else settings.admin_socket_path()
+    )
+    if socket is None:
+        sys.stderr.write(
+            "mixer-console: MIXER_ADMIN_SOCKET is off: give the relay's socket "
+            "with --socket\n"
+        )
+        return EXIT_CONFIG
+
+    try:
+        send_logs_to_file(settings, is_attached=True)
+    except OSError as exc:
+        sys.stderr.write(f"mixer-console: cannot write the log file: {exc}\n")
+        return EXIT_STORE
+
+    run_attached_console(socket)
+    return EXIT_OK
+
+
 def _run_admin(
     parser: argparse.ArgumentParser,
     arguments: argparse.Namespace,
@@ -88,12 +152,7 @@ def _run_admin(
     """Run an admin command; a stop signal interrupts it, changing nothing, and
     the signal handlers are given back afterwards (for callers in-process)."""
     try:
-        if arguments.no_ui or arguments.host is not None or arguments.port is not None:
-            parser.error(
-                "--no-ui, --host and --port apply to running the relay, not to "
-                f"'{arguments.command}'"
-            )
-
+        _refuse_relay_options(parser, arguments)
         if arguments.command == "login":
             return login_cli.run(arguments, sys.stdout, sys.stderr)
 
@@ -121,9 +180,15 @@ def _run(arguments: argparse.Namespace) -> int:
         sys.stderr.write(f"mixer-console: {message}\n")
         return EXIT_CONFIG
 
-    configure_logging(settings.log_level, settings.log_format)
-    # Known limit: the operator console is not built yet, so every mode is headless.
-    mode = "headless" if arguments.no_ui else "headless (no console in this build)"
+    if arguments.no_ui:
+        configure_logging(settings.log_level, settings.log_format)
+    else:
+        try:
+            send_logs_to_file(settings)
+        except OSError as exc:
+            sys.stderr.write(f"mixer-console: cannot write the log file: {exc}\n")
+            return EXIT_STORE
+
     try:
         store = open_store(settings)
     except StoreError as exc:
@@ -159,9 +224,18 @@ def _run(arguments: argparse.Namespace) -> int:
                     "error": str(exc),
                 },
             )
+            if not arguments.no_ui:
+                sys.stderr.write(
+                    f"mixer-console: cannot listen on {settings.host} port "
+                    f"{settings.port}: {exc}\n"
+                )
+
             return EXIT_CANNOT_LISTEN
 
-        anyio.run(run_headless, server, mode)
+        if arguments.no_ui:
+            anyio.run(run_headless, server)
+        else:
+            run_hosted_console(server)
     finally:
         if cluster is not None:
             cluster.close()

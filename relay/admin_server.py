@@ -125,6 +125,7 @@ class AdminServer:
             await anyio.wait_readable(listener)
             try:
                 sock, _address = listener.accept()
+                console = LineSocket(sock)
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -133,16 +134,16 @@ class AdminServer:
                 await anyio.sleep(0.1)
                 continue
 
-            tasks.start_soon(self._serve_console, LineSocket(sock))
+            tasks.start_soon(self._serve_console, console)
 
     async def _prepare(self) -> None:
         directory = self._path.parent
-        if self._is_default:
-            directory.mkdir(parents=True, exist_ok=True)
-            # The data directory is the relay's own: make it private.
-            directory.chmod(0o700)
-
         try:
+            if self._is_default:
+                directory.mkdir(parents=True, exist_ok=True)
+                # The data directory is the relay's own: make it private.
+                directory.chmod(0o700)
+
             info = directory.stat()
         except OSError as exc:
             raise AdminEndpointError(

@@ -11,6 +11,8 @@ from store.store import Store
 
 def address_subject(ip: str) -> str:
     """The ban subject of a peer address."""
+    # Known limit: without login, a ban by address also refuses everyone else
+    # who reaches the relay from that address (a studio behind one NAT).
     return f"address:{ip}"
 
 

@@ -506,6 +506,7 @@ class Broadcaster:
         self.remove_room(room)
 
     def remove_room(self, room: Room) -> None:
+        """Delete a room and its history; every client gets ROOM_DELETED."""
         del self.rooms[room.name]
         if self.store is not None:
             self.store.delete_room(room.store_id)

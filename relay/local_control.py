@@ -5,6 +5,7 @@ from pathlib import Path
 
 from relay.broadcaster import Broadcaster
 from relay.client import Client
+from relay.cluster import cluster_state
 from relay.control import (
     ArtistView,
     AuditEntry,
@@ -55,7 +56,7 @@ class LocalControl:
             cpu_percent=self._traffic.cpu_percent,
             rss_bytes=self._traffic.rss_bytes,
             store_state=self._store_state(),
-            cluster_state=None,
+            cluster_state=cluster_state(self._broadcaster.cluster),
         )
         return RelaySnapshot(time.time(), rooms, artists, totals)
 

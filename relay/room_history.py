@@ -146,6 +146,8 @@ def _record_of(entry: HistoryEntry) -> CommandRecord:
 
 def _last_of(seq: int, head: Wire, size: int) -> LastCommand:
     """What the merge rule needs of a command, from its head and full size."""
+    # Known limit: a command whose path is longer than INSPECT_BYTES, left newest
+    # by a rewind or a fork, is not merged with the next command of its path.
     data = memoryview(head)
     kind = HEADER.unpack_from(data)[2]
     payload = data[HEADER.size :]

@@ -101,6 +101,14 @@ class RelayServer:
         assert self.port is not None
         return self.port
 
+    def close(self) -> None:
+        """Close the listening socket that :meth:`bind` opened if :meth:`serve`
+        never ran (a console that quits before its relay started); serving
+        closes it by itself."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     async def serve(
         self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:

@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +25,9 @@ from tests.relays import running_relay
 
 
 @pytest.fixture
-def socket_dir() -> AsyncIterator[Path]:
+def socket_dir() -> Iterator[Path]:
     with private_socket_dir() as directory:
-        yield directory  # type: ignore[misc]
+        yield directory
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import anyio
 import pytest
 
 from relay.admin_client import AdminClient
+from relay.bans import BanList
 from relay.config import Settings
 from relay.control import OperationRefused
 from relay.local_control import LocalControl
@@ -97,3 +98,31 @@ async def test_a_failing_admin_request_is_answered_and_contained(
             await console.aclose()
 
     assert snapshot.totals.connections == 0
+
+
+async def test_a_failing_ban_check_refuses_and_contains(
+    relay: RelayServer,
+    connect: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When checking a new connection against the bans fails, that connection is
+    refused with a message (never let in unchecked) and the relay goes on."""
+    bystander = await connect()
+    await bystander.handshake("bob")
+
+    def broken(self: BanList, ip: str, login: str | None) -> str | None:
+        raise RuntimeError("a bug in the ban check")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BanList, "refusal", broken)
+        refused = await connect()
+        frames = await refused.expect_closed()
+
+    welcome = await connect()
+
+    assert [frame.kind for frame in frames] == [MessageType.SEND_ERROR]
+    assert b"could not check this connection" in bytes(frames[0].payload)
+    assert await welcome.handshake()
+    assert "bob" in str(await bystander.list_clients())
+    assert any(r.getMessage() == "session.admission_failed" for r in caplog.records)

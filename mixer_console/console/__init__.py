@@ -1,0 +1,1 @@
+"""The operator console: a Textual dashboard over a relay's ``RelayControl``."""

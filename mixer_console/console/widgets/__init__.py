@@ -1,0 +1,1 @@
+"""Widgets of the dashboard, each fed by the relay's snapshots."""
