@@ -179,3 +179,19 @@ async def test_store_state_shows_degraded_then_ok(
     assert states[-1] is not None and states[-1].startswith("degraded: ")
     assert "full" in states[-1]
     assert (await relay.control.snapshot()).totals.store_state == "ok"
+
+
+async def test_events_after_a_number_past_the_newest(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Asking for events after a number far past the newest, or for a huge limit,
+    answers plainly; it used to raise ValueError from islice (an "internal" error
+    over the admin socket)."""
+    client = await connect()
+    await client.handshake()
+    newest = (await relay.control.events(0))[-1].seq
+
+    assert await relay.control.events(2**64) == []
+    assert await relay.control.events(newest) == []
+    assert len(relay.broadcaster.events.after(0, 2**64)) >= 1
+    assert relay.broadcaster.events.after(newest - 1, 2**64)[-1].seq == newest
