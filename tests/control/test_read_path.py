@@ -1,12 +1,14 @@
 """The operator's read path in-process: snapshot, rates and the event log."""
 
+import json
 import time
 
 import anyio
 
+from relay.admin_protocol import encode_result
 from relay.messages import MessageType
 from relay.server import RelayServer
-from tests.mixer_client import MixerClient, room_command
+from tests.mixer_client import MixerClient, join_payload, room_command
 from tests.relay.flows import Connect
 
 COMMAND = room_command(MessageType.BLENDER_DATA_UPDATE, b"x" * 986)  # 1000 bytes
@@ -195,3 +197,28 @@ async def test_events_after_a_number_past_the_newest(
     assert await relay.control.events(newest) == []
     assert len(relay.broadcaster.events.after(0, 2**64)) >= 1
     assert relay.broadcaster.events.after(newest - 1, 2**64)[-1].seq == newest
+
+
+async def test_artist_text_is_shortened_in_the_snapshot(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A user name and room versions of a megabyte each are shown shortened: the
+    snapshot used to carry them whole, so an add-on sending tens of megabytes
+    made every answer too large for attached consoles (64 MiB) to read."""
+    artist = await connect()
+    await artist.handshake("n" * 1_000_000)
+    await artist.send(
+        MessageType.JOIN_ROOM,
+        join_payload("studio", blender_version="b" * 1_000_000, mixer_version="1"),
+    )
+    await artist.expect(MessageType.JOIN_ROOM)
+
+    snapshot = await relay.control.snapshot()
+
+    (view,) = snapshot.artists
+    (room,) = snapshot.rooms
+    assert view.user_name is not None
+    assert view.user_name.startswith("nnn") and len(view.user_name) <= 256
+    assert room.blender_version.startswith("bbb") and len(room.blender_version) <= 256
+    assert room.mixer_version == "1"
+    assert len(json.dumps(encode_result(snapshot))) < 10_000
