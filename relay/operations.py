@@ -270,6 +270,12 @@ class Operations:
                 f"is not the console's): {str(path)!r}"
             )
 
+        if "\0" in str(path):
+            raise OperationRefused(
+                f"the export path holds a NUL byte, which no file name can: "
+                f"{str(path)!r}"
+            )
+
         broadcaster = self._broadcaster
         room = self._room(name)
         attributes = room.attributes()

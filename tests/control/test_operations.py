@@ -422,3 +422,18 @@ async def test_rewind_during_a_join_restarts_the_joiner(
     assert kinds.count(MessageType.JOIN_ROOM) == 1
     assert [f.wire for f in after] == big[:5]
     assert MessageType.CLEAR_CONTENT in kinds[:last_clear]
+
+
+async def test_export_refuses_a_path_with_a_nul_byte(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """A path with a NUL byte is refused plainly; it used to raise ValueError out
+    of the operation (an "internal" error attached, an exception in-process)."""
+    await room_with_history(connect, 2)
+
+    with pytest.raises(OperationRefused, match="NUL"):
+        await relay.control.export_room(
+            "studio", tmp_path / "a\0b.mixer", operator=OPERATOR
+        )
+
+    assert await relay.control.audit_log() == []
