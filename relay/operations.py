@@ -277,6 +277,9 @@ class Operations:
             )
 
         broadcaster = self._broadcaster
+        if broadcaster.store is not None:
+            await _refuse_store_files(path, broadcaster.store.path)
+
         room = self._room(name)
         attributes = room.attributes()
         history = room.history
@@ -346,4 +349,26 @@ class Operations:
             raise OperationRefused(
                 f"index {index} is out of range: room {room.name!r} has {count} "
                 f"command(s), so it must be from {lowest} to {count}"
+            )
+
+
+# The files SQLite keeps next to a database, by the suffix of their names.
+_DATABASE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+async def _refuse_store_files(path: Path, database: Path) -> None:
+    """Refuse an export onto the store's database or its companion files, which
+    the room file would replace (the rename is atomic, so the relay would write on
+    into an unlinked file and start with no rooms next time).
+
+    Raises:
+        OperationRefused: ``path`` is one of them, by name or through links.
+    """
+    target = await anyio.Path(path).resolve()
+    stored = await anyio.Path(database).resolve()
+    for suffix in _DATABASE_COMPANIONS:
+        if target == stored.with_name(stored.name + suffix):
+            raise OperationRefused(
+                f"{str(path)!r} is the relay's own database "
+                f"({stored.name + suffix}); export elsewhere"
             )

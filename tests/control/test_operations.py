@@ -437,3 +437,26 @@ async def test_export_refuses_a_path_with_a_nul_byte(
         )
 
     assert await relay.control.audit_log() == []
+
+
+async def test_export_refuses_the_store_s_own_files(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """An export onto the relay's database (or its journal files, or a link to
+    it) is refused and the database is untouched; it used to replace the live
+    database with the room file, losing every room at the next start."""
+    await room_with_history(connect, 2)
+    store = relay.broadcaster.store
+    assert store is not None
+    database = store.path
+    link = database.parent / "link-to-the-database"
+    link.symlink_to(database)
+
+    roundabout = database.parent / ".." / database.parent.name / database.name
+    for target in (database, Path(f"{database}-wal"), link, roundabout):
+        with pytest.raises(OperationRefused, match="the relay's own database"):
+            await relay.control.export_room("studio", target, operator=OPERATOR)
+
+    assert database.read_bytes().startswith(b"SQLite format 3\0")
+    assert link.is_symlink()
+    assert await relay.control.audit_log() == []
