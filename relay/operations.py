@@ -364,7 +364,15 @@ async def _refuse_store_files(path: Path, database: Path) -> None:
     Raises:
         OperationRefused: ``path`` is one of them, by name or through links.
     """
-    target = await anyio.Path(path).resolve()
+    try:
+        target = await anyio.Path(path).resolve()
+    except (OSError, RuntimeError) as exc:
+        # Python 3.11 raises RuntimeError on a loop of links, later ones OSError.
+        raise OperationRefused(
+            f"the export path {str(path)!r} goes through a loop of symbolic links "
+            "or cannot be resolved"
+        ) from exc
+
     stored = await anyio.Path(database).resolve()
     for suffix in _DATABASE_COMPANIONS:
         if target == stored.with_name(stored.name + suffix):

@@ -460,3 +460,19 @@ async def test_export_refuses_the_store_s_own_files(
     assert database.read_bytes().startswith(b"SQLite format 3\0")
     assert link.is_symlink()
     assert await relay.control.audit_log() == []
+
+
+async def test_export_through_a_symlink_loop_is_refused(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """A path through a loop of symbolic links is refused plainly (resolving it,
+    to compare it with the database's, raises RuntimeError on Python 3.11)."""
+    await room_with_history(connect, 2)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+
+    for target in (tmp_path / "a", tmp_path / "a" / "studio.mixer"):
+        with pytest.raises(OperationRefused, match="symbolic links"):
+            await relay.control.export_room("studio", target, operator=OPERATOR)
+
+    assert await relay.control.audit_log() == []
