@@ -62,7 +62,7 @@ class Operations:
         client = self._client(client_id)
         detail = ""
         if ban_seconds is not None:
-            if not (math.isfinite(ban_seconds) and 0 < ban_seconds <= MAX_BAN_SECONDS):
+            if not _is_ban_duration(ban_seconds):
                 raise OperationRefused(
                     f"a ban lasts more than 0 and at most {MAX_BAN_SECONDS:.0f} "
                     f"seconds, not {ban_seconds!r}"
@@ -350,6 +350,15 @@ class Operations:
                 f"index {index} is out of range: room {room.name!r} has {count} "
                 f"command(s), so it must be from {lowest} to {count}"
             )
+
+
+def _is_ban_duration(seconds: float) -> bool:
+    """Tell whether ``seconds`` is a ban's duration an operator may set."""
+    try:
+        return math.isfinite(seconds) and 0 < seconds <= MAX_BAN_SECONDS
+    except OverflowError:
+        # An int too large for a float (a float annotation admits any int).
+        return False
 
 
 # The files SQLite keeps next to a database, by the suffix of their names.

@@ -1,5 +1,6 @@
 """Operator actions in-process, against a real relay, store and TCP clients."""
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -475,4 +476,25 @@ async def test_export_through_a_symlink_loop_is_refused(
         with pytest.raises(OperationRefused, match="symbolic links"):
             await relay.control.export_room("studio", target, operator=OPERATOR)
 
+    assert await relay.control.audit_log() == []
+
+
+async def test_bans_of_unusable_durations_are_refused_before_the_kick(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Zero, negative, NaN, infinite, too long and too large durations are refused
+    and the client stays connected and unbanned; an int too large for a float
+    used to raise OverflowError out of the kick."""
+    creator, _ = await room_with_history(connect, 1)
+    durations = [0, 0.0, -5, math.nan, math.inf, -math.inf, 1e12, 10**400]
+
+    for seconds in durations:
+        with pytest.raises(OperationRefused, match="a ban lasts more than 0"):
+            await relay.control.kick(
+                creator.client_id, operator=OPERATOR, ban_seconds=seconds
+            )
+
+    assert creator.client_id in relay.broadcaster.clients
+    assert await creator.list_rooms()
+    assert await relay.control.bans() == []
     assert await relay.control.audit_log() == []
