@@ -65,7 +65,7 @@ class Operations:
             if not _is_ban_duration(ban_seconds):
                 raise OperationRefused(
                     f"a ban lasts more than 0 and at most {MAX_BAN_SECONDS:.0f} "
-                    f"seconds, not {ban_seconds!r}"
+                    f"seconds, not {_shown_number(ban_seconds)}"
                 )
 
             subject = (
@@ -359,6 +359,15 @@ def _is_ban_duration(seconds: float) -> bool:
     except OverflowError:
         # An int too large for a float (a float annotation admits any int).
         return False
+
+
+def _shown_number(value: float) -> str:
+    """``value`` as a message shows it; an int of more digits than Python turns
+    into text (sys.int_info) is described instead."""
+    try:
+        return repr(value)
+    except ValueError:
+        return "a number of thousands of digits"
 
 
 # The files SQLite keeps next to a database, by the suffix of their names.

@@ -486,7 +486,7 @@ async def test_bans_of_unusable_durations_are_refused_before_the_kick(
     and the client stays connected and unbanned; an int too large for a float
     used to raise OverflowError out of the kick."""
     creator, _ = await room_with_history(connect, 1)
-    durations = [0, 0.0, -5, math.nan, math.inf, -math.inf, 1e12, 10**400]
+    durations = [0, 0.0, -5, math.nan, math.inf, -math.inf, 1e12, 10**400, 10**5000]
 
     for seconds in durations:
         with pytest.raises(OperationRefused, match="a ban lasts more than 0"):
