@@ -222,3 +222,24 @@ async def test_artist_text_is_shortened_in_the_snapshot(
     assert room.blender_version.startswith("bbb") and len(room.blender_version) <= 256
     assert room.mixer_version == "1"
     assert len(json.dumps(encode_result(snapshot))) < 10_000
+
+
+async def test_a_joiner_s_replayed_history_counts_as_commands_out(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """The commands a joiner receives from the history count in its commands out,
+    as their bytes count in its bytes out; they used to be left out, so a joiner
+    streaming a large history showed megabytes per second and no commands."""
+    creator = await connect()
+    await creator.handshake()
+    await creator.create_room("studio", commands=[COMMAND] * 50)
+    joiner = await connect()
+    await joiner.handshake()
+    before = relay.broadcaster.clients[joiner.client_id].frames_out
+
+    received = await joiner.join_room("studio")
+
+    client = relay.broadcaster.clients[joiner.client_id]
+    assert len(received) == 50
+    assert client.frames_out - before >= 50
+    assert client.bytes_out >= 50 * len(COMMAND)
