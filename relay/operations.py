@@ -59,6 +59,7 @@ class Operations:
     def kick(self, client_id: str, operator: str, ban_seconds: float | None) -> None:
         """Disconnect a client, and ban its login (or else its address) for
         ``ban_seconds`` when given."""
+        _check_operator(operator)
         client = self._client(client_id)
         detail = ""
         if ban_seconds is not None:
@@ -86,6 +87,7 @@ class Operations:
 
     def lift_ban(self, subject: str, operator: str) -> None:
         """Lift a ban before it expires."""
+        _check_operator(operator)
         if self._broadcaster.bans.lift(subject) is None:
             raise OperationRefused(f"no ban in force on {subject!r}")
 
@@ -93,6 +95,7 @@ class Operations:
 
     def delete_room(self, name: str, operator: str) -> None:
         """Disconnect a room's members, then delete it with its history."""
+        _check_operator(operator)
         broadcaster = self._broadcaster
         room = self._room(name)
         members = list(room.members)
@@ -113,6 +116,7 @@ class Operations:
 
     def set_keep_open(self, name: str, keep_open: bool, operator: str) -> None:
         """Set a room's keep_open; clients see ROOM_UPDATE."""
+        _check_operator(operator)
         room = self._room(name)
         self._broadcaster.set_keep_open(room, keep_open)
         self._broadcaster.audit.record(
@@ -162,6 +166,7 @@ class Operations:
     ) -> None:
         """Create ``new_name`` with the first ``index`` commands of ``name``, the
         same versions and attributes; artists can join it at once."""
+        _check_operator(operator)
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
@@ -246,6 +251,7 @@ class Operations:
     async def rewind_room(self, name: str, index: int, operator: str) -> None:
         """Cut a room back to its first ``index`` commands and resynchronise its
         members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
+        _check_operator(operator)
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
@@ -264,6 +270,7 @@ class Operations:
 
     async def export_room(self, name: str, path: Path, operator: str) -> int:
         """Write a room file of the room as it is now; returns its size."""
+        _check_operator(operator)
         if not path.is_absolute():
             raise OperationRefused(
                 f"the export path must be absolute (the relay's working directory "
@@ -350,6 +357,18 @@ class Operations:
                 f"index {index} is out of range: room {room.name!r} has {count} "
                 f"command(s), so it must be from {lowest} to {count}"
             )
+
+
+def _check_operator(operator: str) -> None:
+    """Refuse an action whose operator is not named: the audit log says who.
+
+    Raises:
+        OperationRefused: ``operator`` is empty or blank.
+    """
+    if not operator.strip():
+        raise OperationRefused(
+            "an action needs the operator's name, for the audit log; it is blank"
+        )
 
 
 def _is_ban_duration(seconds: float) -> bool:

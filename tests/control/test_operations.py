@@ -498,3 +498,38 @@ async def test_bans_of_unusable_durations_are_refused_before_the_kick(
     assert await creator.list_rooms()
     assert await relay.control.bans() == []
     assert await relay.control.audit_log() == []
+
+
+async def test_actions_without_an_operator_name_are_refused(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """Every action that changes something needs an operator name that is not
+    blank, and nothing happens without one; actions used to run and be audited
+    with an empty name, so the audit log could not say who did them."""
+    creator, _ = await room_with_history(connect, 2)
+    await relay.control.kick(creator.client_id, operator=OPERATOR, ban_seconds=60)
+    await creator.expect_closed()
+    await relay.control.lift_ban("address:127.0.0.1", operator=OPERATOR)
+    member, _ = await room_with_history(connect, 2)
+    audited = await relay.control.audit_log()
+    control = relay.control
+    for nobody in ("", "  \t"):
+        calls = [
+            control.kick(member.client_id, operator=nobody),
+            control.lift_ban("address:127.0.0.1", operator=nobody),
+            control.delete_room("studio", operator=nobody),
+            control.set_keep_open("studio", True, operator=nobody),
+            control.fork_room("studio", 1, "fork", operator=nobody),
+            control.rewind_room("studio", 1, operator=nobody),
+            control.export_room("studio", tmp_path / "s.mixer", operator=nobody),
+        ]
+        for call in calls:
+            with pytest.raises(OperationRefused, match="operator's name"):
+                await call
+
+    assert await relay.control.audit_log() == audited
+    assert member.client_id in relay.broadcaster.clients
+    room = relay.broadcaster.rooms["studio"]
+    assert (len(room.history), room.keep_open) == (2, False)
+    assert "fork" not in relay.broadcaster.rooms
+    assert not (tmp_path / "s.mixer").exists()
