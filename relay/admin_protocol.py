@@ -122,7 +122,9 @@ def decode_line(line: bytes) -> dict[str, Any]:
     """
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:
+        # Also a number of more digits than Python parses (sys.int_info), which
+        # is a plain ValueError, as UnicodeDecodeError and JSONDecodeError are.
         raise AdminProtocolError(f"not a JSON line: {exc}") from exc
     except RecursionError as exc:
         raise AdminProtocolError("the JSON is nested too deeply") from exc
@@ -251,7 +253,10 @@ def _convert_param(method: str, name: str, kind: Any, value: Any) -> Any:
         return Path(value)
 
     if kind == float | None and value is not None:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise AdminProtocolError(f"{method}: {name} is out of range") from None
 
     return value
 

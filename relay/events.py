@@ -63,6 +63,7 @@ class EventLog:
         if not events or limit <= 0:
             return []
 
-        # Sequence numbers in the ring are consecutive: the position is computed.
-        start = max(0, seq + 1 - events[0].seq)
-        return list(islice(events, start, start + limit))
+        # Sequence numbers in the ring are consecutive: the position is computed,
+        # and kept within the ring (islice refuses bounds past sys.maxsize).
+        start = min(max(0, seq + 1 - events[0].seq), len(events))
+        return list(islice(events, start, start + min(limit, len(events))))

@@ -24,6 +24,11 @@ from relay.traffic import TrafficMeter
 # The most events one call returns, whatever the caller asks.
 MAX_EVENTS_PER_CALL = 5000
 
+# The characters of a text an artist's add-on chose (a user name, a version)
+# that a view shows: such texts are unbounded on the wire, and whole they could
+# make a snapshot too large for an attached console to read.
+SHOWN_TEXT_CHARS = 256
+
 
 class LocalControl:
     """The operator's view of, and hands on, a relay running in this process.
@@ -113,6 +118,9 @@ class LocalControl:
         return self._broadcaster.audit.newest(limit)
 
     def _room_view(self, room: Room) -> RoomView:
+        # Known limit: a room's name is shown whole, since operators act on rooms
+        # by name, so a room named with tens of megabytes makes snapshots too large
+        # for attached consoles to read until it is deleted.
         return RoomView(
             name=room.name,
             members=len(room.members),
@@ -120,8 +128,8 @@ class LocalControl:
             byte_size=room.history.byte_size,
             joinable=room.is_joinable,
             keep_open=room.keep_open,
-            blender_version=room.blender_version,
-            mixer_version=room.mixer_version,
+            blender_version=_shortened(room.blender_version),
+            mixer_version=_shortened(room.mixer_version),
             commands_per_second=self._traffic.room_rate(room),
             rate_history=self._traffic.room_history(room),
         )
@@ -131,7 +139,7 @@ class LocalControl:
         user_name = client.custom.get("user_name")
         return ArtistView(
             client_id=client.id,
-            user_name=user_name if isinstance(user_name, str) else None,
+            user_name=_shortened(user_name) if isinstance(user_name, str) else None,
             address=client.ip,
             room=client.room.name if client.room is not None else None,
             connected_at=client.connected_at,
@@ -155,3 +163,11 @@ class LocalControl:
             return "behind"
 
         return "ok"
+
+
+def _shortened(text: str) -> str:
+    """``text`` cut to SHOWN_TEXT_CHARS characters, marked when cut."""
+    if len(text) <= SHOWN_TEXT_CHARS:
+        return text
+
+    return text[: SHOWN_TEXT_CHARS - 1] + "\u2026"

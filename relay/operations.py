@@ -59,13 +59,14 @@ class Operations:
     def kick(self, client_id: str, operator: str, ban_seconds: float | None) -> None:
         """Disconnect a client, and ban its login (or else its address) for
         ``ban_seconds`` when given."""
+        _check_operator(operator)
         client = self._client(client_id)
         detail = ""
         if ban_seconds is not None:
-            if not (math.isfinite(ban_seconds) and 0 < ban_seconds <= MAX_BAN_SECONDS):
+            if not _is_ban_duration(ban_seconds):
                 raise OperationRefused(
                     f"a ban lasts more than 0 and at most {MAX_BAN_SECONDS:.0f} "
-                    f"seconds, not {ban_seconds!r}"
+                    f"seconds, not {_shown_number(ban_seconds)}"
                 )
 
             subject = (
@@ -86,6 +87,7 @@ class Operations:
 
     def lift_ban(self, subject: str, operator: str) -> None:
         """Lift a ban before it expires."""
+        _check_operator(operator)
         if self._broadcaster.bans.lift(subject) is None:
             raise OperationRefused(f"no ban in force on {subject!r}")
 
@@ -93,6 +95,7 @@ class Operations:
 
     def delete_room(self, name: str, operator: str) -> None:
         """Disconnect a room's members, then delete it with its history."""
+        _check_operator(operator)
         broadcaster = self._broadcaster
         room = self._room(name)
         members = list(room.members)
@@ -113,6 +116,7 @@ class Operations:
 
     def set_keep_open(self, name: str, keep_open: bool, operator: str) -> None:
         """Set a room's keep_open; clients see ROOM_UPDATE."""
+        _check_operator(operator)
         room = self._room(name)
         self._broadcaster.set_keep_open(room, keep_open)
         self._broadcaster.audit.record(
@@ -164,6 +168,7 @@ class Operations:
     ) -> None:
         """Create ``new_name`` with the first ``index`` commands of ``name``, the
         same versions and attributes; artists can join it at once."""
+        _check_operator(operator)
         self._refuse_on_cluster("a fork")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
@@ -249,6 +254,7 @@ class Operations:
     async def rewind_room(self, name: str, index: int, operator: str) -> None:
         """Cut a room back to its first ``index`` commands and resynchronise its
         members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
+        _check_operator(operator)
         self._refuse_on_cluster("a rewind")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
@@ -268,6 +274,7 @@ class Operations:
 
     async def export_room(self, name: str, path: Path, operator: str) -> int:
         """Write a room file of the room as it is now; returns its size."""
+        _check_operator(operator)
         self._refuse_on_cluster("an export")
         if not path.is_absolute():
             raise OperationRefused(
@@ -275,7 +282,16 @@ class Operations:
                 f"is not the console's): {str(path)!r}"
             )
 
+        if "\0" in str(path):
+            raise OperationRefused(
+                f"the export path holds a NUL byte, which no file name can: "
+                f"{str(path)!r}"
+            )
+
         broadcaster = self._broadcaster
+        if broadcaster.store is not None:
+            await _refuse_store_files(path, broadcaster.store.path)
+
         room = self._room(name)
         attributes = room.attributes()
         history = room.history
@@ -353,4 +369,64 @@ class Operations:
             raise OperationRefused(
                 f"index {index} is out of range: room {room.name!r} has {count} "
                 f"command(s), so it must be from {lowest} to {count}"
+            )
+
+
+def _check_operator(operator: str) -> None:
+    """Refuse an action whose operator is not named: the audit log says who.
+
+    Raises:
+        OperationRefused: ``operator`` is empty or blank.
+    """
+    if not operator.strip():
+        raise OperationRefused(
+            "an action needs the operator's name, for the audit log; it is blank"
+        )
+
+
+def _is_ban_duration(seconds: float) -> bool:
+    """Tell whether ``seconds`` is a ban's duration an operator may set."""
+    try:
+        return math.isfinite(seconds) and 0 < seconds <= MAX_BAN_SECONDS
+    except OverflowError:
+        # An int too large for a float (a float annotation admits any int).
+        return False
+
+
+def _shown_number(value: float) -> str:
+    """``value`` as a message shows it; an int of more digits than Python turns
+    into text (sys.int_info) is described instead."""
+    try:
+        return repr(value)
+    except ValueError:
+        return "a number of thousands of digits"
+
+
+# The files SQLite keeps next to a database, by the suffix of their names.
+_DATABASE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+async def _refuse_store_files(path: Path, database: Path) -> None:
+    """Refuse an export onto the store's database or its companion files, which
+    the room file would replace (the rename is atomic, so the relay would write on
+    into an unlinked file and start with no rooms next time).
+
+    Raises:
+        OperationRefused: ``path`` is one of them, by name or through links.
+    """
+    try:
+        target = await anyio.Path(path).resolve()
+    except (OSError, RuntimeError) as exc:
+        # Python 3.11 raises RuntimeError on a loop of links, later ones OSError.
+        raise OperationRefused(
+            f"the export path {str(path)!r} goes through a loop of symbolic links "
+            "or cannot be resolved"
+        ) from exc
+
+    stored = await anyio.Path(database).resolve()
+    for suffix in _DATABASE_COMPANIONS:
+        if target == stored.with_name(stored.name + suffix):
+            raise OperationRefused(
+                f"{str(path)!r} is the relay's own database "
+                f"({stored.name + suffix}); export elsewhere"
             )

@@ -387,6 +387,8 @@ class Session:
             else:
                 batch = await item.next_batch(MAX_BATCH_BYTES)
                 if batch:
+                    # Replayed frames are counted here; queued ones in Client.send.
+                    self.client.frames_out += len(batch)
                     await self._send(batch)
                 else:
                     outbox.finish_replay(item)

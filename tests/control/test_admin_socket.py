@@ -17,6 +17,7 @@ from relay.admin_client import AdminClient
 from relay.admin_server import AdminEndpointError, AdminServer
 from relay.config import Settings
 from relay.control import OperationRefused, RelaySnapshot
+from relay.line_socket import LineSocket
 from relay.server import RelayServer
 from tests.control.admin_helpers import RawConsole, private_socket_dir
 from tests.control.test_operations import OPERATOR, commands
@@ -422,3 +423,46 @@ async def test_event_numbers_grow_across_a_restart(admin_settings: Settings) -> 
 
     assert [event.kind for event in after_restart] == ["connect"]
     assert after_restart[0].seq > last_seen
+
+
+async def test_numbers_out_of_range_are_bad_requests(
+    relay: RelayServer, admin_settings: Settings
+) -> None:
+    """Numbers Python cannot hold as asked (more digits than int parsing allows, a
+    ban too long for a float) get bad_request; they used to be "internal" errors
+    logged as relay bugs, and in the hello they closed the connection unanswered."""
+    path = admin_settings.admin_socket_path()
+    assert path is not None
+    digits = b"9" * 5000
+    console = await RawConsole.attach(path)
+    await console.send_raw(
+        b'{"id": 1, "method": "events", "params": {"after": ' + digits + b"}}\n"
+    )
+    too_many_digits = await console.receive()
+    await console.send(
+        {
+            "id": 2,
+            "method": "kick",
+            "params": {"client_id": "a", "operator": "o", "ban_seconds": 10**400},
+        }
+    )
+    too_big_for_float = await console.receive()
+    await console.send({"id": 3, "method": "snapshot"})
+    still_served = await console.receive()
+    await console.aclose()
+
+    late = RawConsole(await LineSocket.connect_unix(str(path)))
+    await late.receive()
+    await late.send_raw(
+        b'{"hello": "mixer-console-admin", "version": ' + digits + b"}\n"
+    )
+    hello_answer = await late.receive()
+    await late.expect_closed()
+    await late.aclose()
+
+    assert too_many_digits["error"]["code"] == "bad_request", too_many_digits
+    assert "not a JSON line" in too_many_digits["error"]["message"]
+    assert too_big_for_float["error"]["code"] == "bad_request", too_big_for_float
+    assert "ban_seconds is out of range" in too_big_for_float["error"]["message"]
+    assert still_served["id"] == 3 and "result" in still_served
+    assert hello_answer["error"]["code"] == "unsupported_version", hello_answer

@@ -1,5 +1,6 @@
 """Operator actions in-process, against a real relay, store and TCP clients."""
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -422,3 +423,113 @@ async def test_rewind_during_a_join_restarts_the_joiner(
     assert kinds.count(MessageType.JOIN_ROOM) == 1
     assert [f.wire for f in after] == big[:5]
     assert MessageType.CLEAR_CONTENT in kinds[:last_clear]
+
+
+async def test_export_refuses_a_path_with_a_nul_byte(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """A path with a NUL byte is refused plainly; it used to raise ValueError out
+    of the operation (an "internal" error attached, an exception in-process)."""
+    await room_with_history(connect, 2)
+
+    with pytest.raises(OperationRefused, match="NUL"):
+        await relay.control.export_room(
+            "studio", tmp_path / "a\0b.mixer", operator=OPERATOR
+        )
+
+    assert await relay.control.audit_log() == []
+
+
+async def test_export_refuses_the_store_s_own_files(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """An export onto the relay's database (or its journal files, or a link to
+    it) is refused and the database is untouched; it used to replace the live
+    database with the room file, losing every room at the next start."""
+    await room_with_history(connect, 2)
+    store = relay.broadcaster.store
+    assert store is not None
+    database = store.path
+    link = database.parent / "link-to-the-database"
+    link.symlink_to(database)
+
+    roundabout = database.parent / ".." / database.parent.name / database.name
+    for target in (database, Path(f"{database}-wal"), link, roundabout):
+        with pytest.raises(OperationRefused, match="the relay's own database"):
+            await relay.control.export_room("studio", target, operator=OPERATOR)
+
+    assert database.read_bytes().startswith(b"SQLite format 3\0")
+    assert link.is_symlink()
+    assert await relay.control.audit_log() == []
+
+
+async def test_export_through_a_symlink_loop_is_refused(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """A path through a loop of symbolic links is refused plainly (resolving it,
+    to compare it with the database's, raises RuntimeError on Python 3.11)."""
+    await room_with_history(connect, 2)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+
+    for target in (tmp_path / "a", tmp_path / "a" / "studio.mixer"):
+        with pytest.raises(OperationRefused, match="symbolic links"):
+            await relay.control.export_room("studio", target, operator=OPERATOR)
+
+    assert await relay.control.audit_log() == []
+
+
+async def test_bans_of_unusable_durations_are_refused_before_the_kick(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Zero, negative, NaN, infinite, too long and too large durations are refused
+    and the client stays connected and unbanned; an int too large for a float
+    used to raise OverflowError out of the kick."""
+    creator, _ = await room_with_history(connect, 1)
+    durations = [0, 0.0, -5, math.nan, math.inf, -math.inf, 1e12, 10**400, 10**5000]
+
+    for seconds in durations:
+        with pytest.raises(OperationRefused, match="a ban lasts more than 0"):
+            await relay.control.kick(
+                creator.client_id, operator=OPERATOR, ban_seconds=seconds
+            )
+
+    assert creator.client_id in relay.broadcaster.clients
+    assert await creator.list_rooms()
+    assert await relay.control.bans() == []
+    assert await relay.control.audit_log() == []
+
+
+async def test_actions_without_an_operator_name_are_refused(
+    relay: RelayServer, connect: Connect, tmp_path: Path
+) -> None:
+    """Every action that changes something needs an operator name that is not
+    blank, and nothing happens without one; actions used to run and be audited
+    with an empty name, so the audit log could not say who did them."""
+    creator, _ = await room_with_history(connect, 2)
+    await relay.control.kick(creator.client_id, operator=OPERATOR, ban_seconds=60)
+    await creator.expect_closed()
+    await relay.control.lift_ban("address:127.0.0.1", operator=OPERATOR)
+    member, _ = await room_with_history(connect, 2)
+    audited = await relay.control.audit_log()
+    control = relay.control
+    for nobody in ("", "  \t"):
+        calls = [
+            control.kick(member.client_id, operator=nobody),
+            control.lift_ban("address:127.0.0.1", operator=nobody),
+            control.delete_room("studio", operator=nobody),
+            control.set_keep_open("studio", True, operator=nobody),
+            control.fork_room("studio", 1, "fork", operator=nobody),
+            control.rewind_room("studio", 1, operator=nobody),
+            control.export_room("studio", tmp_path / "s.mixer", operator=nobody),
+        ]
+        for call in calls:
+            with pytest.raises(OperationRefused, match="operator's name"):
+                await call
+
+    assert await relay.control.audit_log() == audited
+    assert member.client_id in relay.broadcaster.clients
+    room = relay.broadcaster.rooms["studio"]
+    assert (len(room.history), room.keep_open) == (2, False)
+    assert "fork" not in relay.broadcaster.rooms
+    assert not (tmp_path / "s.mixer").exists()

@@ -1,12 +1,14 @@
 """The operator's read path in-process: snapshot, rates and the event log."""
 
+import json
 import time
 
 import anyio
 
+from relay.admin_protocol import encode_result
 from relay.messages import MessageType
 from relay.server import RelayServer
-from tests.mixer_client import MixerClient, room_command
+from tests.mixer_client import MixerClient, join_payload, room_command
 from tests.relay.flows import Connect
 
 COMMAND = room_command(MessageType.BLENDER_DATA_UPDATE, b"x" * 986)  # 1000 bytes
@@ -179,3 +181,65 @@ async def test_store_state_shows_degraded_then_ok(
     assert states[-1] is not None and states[-1].startswith("degraded: ")
     assert "full" in states[-1]
     assert (await relay.control.snapshot()).totals.store_state == "ok"
+
+
+async def test_events_after_a_number_past_the_newest(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Asking for events after a number far past the newest, or for a huge limit,
+    answers plainly; it used to raise ValueError from islice (an "internal" error
+    over the admin socket)."""
+    client = await connect()
+    await client.handshake()
+    newest = (await relay.control.events(0))[-1].seq
+
+    assert await relay.control.events(2**64) == []
+    assert await relay.control.events(newest) == []
+    assert len(relay.broadcaster.events.after(0, 2**64)) >= 1
+    assert relay.broadcaster.events.after(newest - 1, 2**64)[-1].seq == newest
+
+
+async def test_artist_text_is_shortened_in_the_snapshot(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A user name and room versions of a megabyte each are shown shortened: the
+    snapshot used to carry them whole, so an add-on sending tens of megabytes
+    made every answer too large for attached consoles (64 MiB) to read."""
+    artist = await connect()
+    await artist.handshake("n" * 1_000_000)
+    await artist.send(
+        MessageType.JOIN_ROOM,
+        join_payload("studio", blender_version="b" * 1_000_000, mixer_version="1"),
+    )
+    await artist.expect(MessageType.JOIN_ROOM)
+
+    snapshot = await relay.control.snapshot()
+
+    (view,) = snapshot.artists
+    (room,) = snapshot.rooms
+    assert view.user_name is not None
+    assert view.user_name.startswith("nnn") and len(view.user_name) <= 256
+    assert room.blender_version.startswith("bbb") and len(room.blender_version) <= 256
+    assert room.mixer_version == "1"
+    assert len(json.dumps(encode_result(snapshot))) < 10_000
+
+
+async def test_a_joiner_s_replayed_history_counts_as_commands_out(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """The commands a joiner receives from the history count in its commands out,
+    as their bytes count in its bytes out; they used to be left out, so a joiner
+    streaming a large history showed megabytes per second and no commands."""
+    creator = await connect()
+    await creator.handshake()
+    await creator.create_room("studio", commands=[COMMAND] * 50)
+    joiner = await connect()
+    await joiner.handshake()
+    before = relay.broadcaster.clients[joiner.client_id].frames_out
+
+    received = await joiner.join_room("studio")
+
+    client = relay.broadcaster.clients[joiner.client_id]
+    assert len(received) == 50
+    assert client.frames_out - before >= 50
+    assert client.bytes_out >= 50 * len(COMMAND)
