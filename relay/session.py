@@ -98,7 +98,7 @@ class Session:
         except Exception:
             # Contained, as below: a failing login must not end the relay.
             log.exception("session.admission_failed", extra={"client_id": client.id})
-            refusal = "internal error: the connection could not be admitted"
+            refusal = "the relay could not check this connection; try again later"
         except BaseException:
             # Cancelled (the relay is stopping) before the connection was served.
             anyio.notify_closing(self._sock)
