@@ -337,7 +337,8 @@ async def _json_field(request: Request, name: str) -> str:
 
     try:
         body = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a few kilobytes of brackets nest too deep to parse.
         return ""
 
     value = body.get(name) if isinstance(body, dict) else None
