@@ -56,6 +56,8 @@ class _DeviceLogin:
     expires_at: float
     interval: int
     next_poll_at: float
+    is_polling: bool = False
+    """A token request for this login is out: another poll now is too fast."""
 
 
 @dataclass(frozen=True)
@@ -195,19 +197,22 @@ class LoginService:
             del self._device[login_id]
             return DeviceAnswer(DeviceState.EXPIRED, pending.interval)
 
-        if now < pending.next_poll_at:
-            # Polling faster than GitHub allows: answer as GitHub would, without
-            # asking it.
+        if pending.is_polling or now < pending.next_poll_at:
+            # Polling faster than GitHub allows (or twice at once): answer as
+            # GitHub would, without asking it.
             pending.interval += SLOW_DOWN_SECONDS
             pending.next_poll_at = now + pending.interval
             return DeviceAnswer(DeviceState.SLOW_DOWN, pending.interval)
 
+        pending.is_polling = True
         try:
             poll = await self._github.poll_device_login(pending.device_code)
         except LoginFailed:
-            del self._device[login_id]
+            self._device.pop(login_id, None)
             self.outcomes["failed"] += 1
             raise
+        finally:
+            pending.is_polling = False
 
         if poll.state == DeviceState.SLOW_DOWN:
             pending.interval += SLOW_DOWN_SECONDS
@@ -216,7 +221,7 @@ class LoginService:
         if poll.state in (DeviceState.PENDING, DeviceState.SLOW_DOWN):
             return DeviceAnswer(poll.state, pending.interval)
 
-        del self._device[login_id]
+        self._device.pop(login_id, None)
         if poll.state != DeviceState.GRANTED:
             self.outcomes[poll.state.value] += 1
             return DeviceAnswer(poll.state, pending.interval)
