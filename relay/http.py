@@ -46,6 +46,7 @@ from starlette.routing import Route
 from relay.access import AccessPolicy
 from relay.config import Settings
 from relay.errors import AuthError, LoginFailed, LoginRefused
+from relay.http_limits import BoundedH11Protocol
 from relay.leases import LeaseBook
 from relay.login import LoginService
 from relay.metrics import RelayCollector, relay_registry
@@ -432,6 +433,7 @@ class HttpSurface:
         config = uvicorn.Config(
             self._app,
             lifespan="off",
+            http=BoundedH11Protocol,
             # Request lines are not logged: the callback's carries a code.
             access_log=False,
             log_config=None,

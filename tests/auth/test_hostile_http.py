@@ -3,12 +3,15 @@ parser, polls raced against each other, connections that never finish a
 request."""
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from relay import http_limits
+from relay.http import MAX_CONNECTIONS
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
 
 
@@ -63,3 +66,72 @@ async def test_concurrent_polls_of_one_device_login_grant_once(
     }
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert start["login_id"] not in caplog.text
+
+
+def unfinished_requests(port: int, local_host: str, count: int) -> list[socket.socket]:
+    """Connections from ``local_host`` that each send half a request head and
+    then nothing, as a slowloris does."""
+    connections = []
+    for _ in range(count):
+        connection = socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=(local_host, 0)
+        )
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+        connections.append(connection)
+
+    return connections
+
+
+def http_port(relay: LoginRelay) -> int:
+    return int(relay.http_url.rsplit(":", 1)[1])
+
+
+async def test_one_address_cannot_hold_every_http_connection(
+    login_relay: LoginRelay,
+) -> None:
+    """An address opening more connections than the surface serves at once,
+    none finishing its request, is cut to its share: another address is still
+    answered at once."""
+    hostile = unfinished_requests(
+        http_port(login_relay), "127.0.0.3", MAX_CONNECTIONS + 4
+    )
+    try:
+        await anyio.sleep(0.5)
+        async with login_relay.browser("127.0.0.2") as http:
+            health = await http.get("/healthz")
+    finally:
+        for connection in hostile:
+            connection.close()
+
+    assert health.status_code == 200
+
+
+async def test_unfinished_request_heads_are_closed(
+    login_relay: LoginRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections from many addresses that never finish their request head
+    fill the surface only until the head deadline: then the relay closes them
+    and serves others again."""
+    monkeypatch.setattr(http_limits, "REQUEST_HEAD_SECONDS", 1.0)
+    per_address = http_limits.MAX_CONNECTIONS_PER_ADDRESS
+    hostile = [
+        connection
+        for host in range(MAX_CONNECTIONS // per_address)
+        for connection in unfinished_requests(
+            http_port(login_relay), f"127.0.1.{host + 1}", per_address
+        )
+    ]
+    try:
+        async with login_relay.browser("127.0.0.2") as http:
+            during = await http.get("/healthz")
+            await anyio.sleep(2.5)
+            after = await http.get("/healthz")
+
+        closed = [connection.recv(1024) for connection in hostile]
+    finally:
+        for connection in hostile:
+            connection.close()
+
+    assert during.status_code == 503
+    assert after.status_code == 200
+    assert closed == [b""] * len(hostile)
