@@ -434,6 +434,10 @@ class HttpSurface:
             self._app,
             lifespan="off",
             http=BoundedH11Protocol,
+            # Leases and rate limits go by the peer's own address: uvicorn would
+            # otherwise take X-Forwarded-For from 127.0.0.1 (or from whatever
+            # FORWARDED_ALLOW_IPS names) as the client's address.
+            proxy_headers=False,
             # Request lines are not logged: the callback's carries a code.
             access_log=False,
             log_config=None,

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from relay import http_limits
-from relay.http import MAX_CONNECTIONS
+from relay.http import LOGIN_REQUESTS_PER_MINUTE, MAX_CONNECTIONS
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
 
 
@@ -135,3 +135,38 @@ async def test_unfinished_request_heads_are_closed(
     assert during.status_code == 503
     assert after.status_code == 200
     assert closed == [b""] * len(hostile)
+
+
+async def test_forwarded_headers_neither_move_a_lease_nor_dodge_the_limit(
+    login_relay: LoginRelay,
+) -> None:
+    """X-Forwarded-For and Forwarded are not believed, not even from the relay's
+    own machine (uvicorn believes them from 127.0.0.1 by default): the lease goes
+    to the address the relay sees, and a new forwarded address per request does
+    not reset the rate limit."""
+    async with login_relay.browser() as browser:
+        page = await browser.get("/login", headers={"x-forwarded-for": "10.9.9.9"})
+        answers = [
+            (
+                await browser.get(
+                    "/login",
+                    headers={
+                        "x-forwarded-for": f"10.0.0.{attempt}",
+                        "forwarded": f"for=10.0.1.{attempt}",
+                    },
+                    follow_redirects=False,
+                )
+            ).status_code
+            for attempt in range(LOGIN_REQUESTS_PER_MINUTE)
+        ]
+
+    leases = leases_of(login_relay)
+    assert page.status_code == 200
+    assert leases == ["127.0.0.1"]
+    assert answers[-1] == 429
+
+
+def leases_of(relay: LoginRelay) -> list[str]:
+    leases = relay.server.leases
+    assert leases is not None
+    return [lease.address for lease in leases.leases()]
