@@ -6,7 +6,8 @@ relay's task group, so that its handlers read the relay's state directly.
 Routes:
     GET  /healthz              the process answers
     GET  /readyz               listening, store writable, cluster quorum
-    GET  /metrics              Prometheus text format
+    GET  /metrics              Prometheus text format (with login: for leased
+                               addresses and operators only)
     GET  /login                sends the browser to GitHub
     GET  /login/callback       GitHub sends the browser back here
     POST /login/device         starts a device login (JSON)
@@ -118,6 +119,11 @@ def create_app(
         )
 
     async def metrics(request: Request) -> Response:
+        if login is not None:
+            refusal = await _metrics_refusal(request, login)
+            if refusal is not None:
+                return refusal
+
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def login_page(request: Request) -> Response:
@@ -296,6 +302,17 @@ async def _finish(request: Request, login: LoginSurface, address: str) -> Respon
         "may now connect to the relay; the permission lasts "
         f"{(lease.expires_at - lease.granted_at) / 3600:g} hours.",
     )
+
+
+async def _metrics_refusal(request: Request, login: LoginSurface) -> Response | None:
+    """Why a relay with login does not show its metrics, which name every room,
+    to this caller; None when the caller's address holds a lease or the request
+    carries an operator's token (as a Prometheus scrape can)."""
+    if login.leases.find(_address(request)) is not None:
+        return None
+
+    operator = await _operator(request, login)
+    return operator if isinstance(operator, Response) else None
 
 
 async def _operator(request: Request, login: LoginSurface) -> str | Response:

@@ -170,3 +170,40 @@ def leases_of(relay: LoginRelay) -> list[str]:
     leases = relay.server.leases
     assert leases is not None
     return [lease.address for lease in leases.leases()]
+
+
+async def test_metrics_name_rooms_only_to_leased_addresses_and_operators(
+    tmp_path: Path,
+) -> None:
+    """With login on, /metrics (which names every room) answers an address that
+    holds a lease, or a request carrying an operator's token; anyone else gets
+    401 and a token of an account that is no operator 403, neither naming a
+    room. Health stays open to all."""
+    settings = login_settings(tmp_path / "data", operators=frozenset({"olga"}))
+    async with running_login_relay(settings) as relay:
+        async with relay.browser() as browser:
+            await browser.get("/login")
+
+        creator = await relay.connect()
+        await creator.handshake("creator")
+        await creator.create_room("secret-project")
+        operator = {"authorization": "Bearer " + relay.github.issue_token("olga")}
+        artist = {"authorization": "Bearer " + relay.github.issue_token("alice")}
+        async with relay.browser() as leased:
+            from_lease = await leased.get("/metrics")
+
+        async with relay.browser("127.0.0.2") as stranger:
+            anonymous = await stranger.get("/metrics")
+            as_artist = await stranger.get("/metrics", headers=artist)
+            as_operator = await stranger.get("/metrics", headers=operator)
+            health = await stranger.get("/healthz")
+
+        await creator.aclose()
+
+    assert from_lease.status_code == 200
+    assert "secret-project" in from_lease.text
+    assert (anonymous.status_code, as_artist.status_code) == (401, 403)
+    assert "secret-project" not in anonymous.text + as_artist.text
+    assert as_operator.status_code == 200
+    assert "secret-project" in as_operator.text
+    assert health.status_code == 200
