@@ -129,14 +129,20 @@ class LoginService:
 
         Raises:
             LoginFailed: the state is unknown, used, expired, not the browser's,
-                or from another address; or GitHub refused the code.
+                or from another address (the login then stays pending for its
+                own browser); or GitHub refused the code.
             LoginRefused: the account is not allowed.
         """
-        pending = self._browser.pop(state, None)
+        pending = self._browser.get(state)
+        if pending is not None and pending.expires_at <= self._clock():
+            del self._browser[state]
+            pending = None
+
+        # A refused attempt leaves the login pending: someone who learnt its
+        # callback URL elsewhere must not spoil it for the browser that began it.
         is_valid = (
             pending is not None
             and hmac.compare_digest(state.encode(), cookie_state.encode())
-            and pending.expires_at > self._clock()
             and normalize_address(pending.address) == normalize_address(address)
         )
         if pending is None or not is_valid:
@@ -147,6 +153,8 @@ class LoginService:
                 "started in another browser or from another address); start again"
             )
 
+        # Used once: a replayed callback finds nothing.
+        del self._browser[state]
         token = await self._counted(
             self._github.exchange_code(code, pending.code_verifier)
         )

@@ -207,3 +207,28 @@ async def test_metrics_name_rooms_only_to_leased_addresses_and_operators(
     assert as_operator.status_code == 200
     assert "secret-project" in as_operator.text
     assert health.status_code == 200
+
+
+async def test_callback_from_another_address_leaves_the_login_to_its_browser(
+    login_relay: LoginRelay,
+) -> None:
+    """Someone at another address who learns a login's callback URL (state and
+    code) and its cookie is refused, and the attempt does not spoil the login:
+    the browser that began it still finishes it, once."""
+    async with login_relay.browser() as browser:
+        begun = await browser.get("/login", follow_redirects=False)
+        approved = await browser.get(begun.headers["location"], follow_redirects=False)
+        callback = approved.headers["location"]
+        state = browser.cookies["mixer_login_state"]
+        async with login_relay.browser("127.0.0.2") as other:
+            other.cookies.set("mixer_login_state", state, path="/login")
+            stolen = await other.get(callback)
+
+        finished = await browser.get(callback)
+        replayed = await browser.get(callback)
+
+    assert stolen.status_code == 400
+    assert finished.status_code == 200
+    assert "Logged in as alice" in finished.text
+    assert replayed.status_code == 400
+    assert leases_of(login_relay) == ["127.0.0.1"]
