@@ -19,7 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from relay.access import AccessPolicy
 from relay.errors import LoginFailed, LoginRefused
@@ -30,13 +30,20 @@ from store.access import LeaseRecord
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_V = TypeVar("_V")
+_P = TypeVar("_P", bound="_Pending")
 
 # A browser has this long between opening /login and coming back from GitHub.
 BROWSER_LOGIN_SECONDS = 600.0
 
 # Logins begun and not finished, at most; the oldest is forgotten past this.
 MAX_PENDING_LOGINS = 1000
+
+# Logins one address may have begun and not finished; past this its own oldest
+# is forgotten, so that one address beginning login after login cannot push out
+# the logins others are in the middle of.
+# Known limit: artists behind one NAT address who begin more logins at once than
+# this push out each other's.
+MAX_PENDING_PER_ADDRESS = 8
 
 # What slow_down adds to the interval (RFC 8628, 3.5).
 SLOW_DOWN_SECONDS = 5
@@ -258,7 +265,22 @@ class LoginService:
             raise
 
 
-def _remember(pending: OrderedDict[str, _V], key: str, value: _V) -> None:
+class _Pending(Protocol):
+    address: str
+
+
+def _remember(pending: OrderedDict[str, _P], key: str, value: _P) -> None:
+    """Keep a login begun, forgetting its address's oldest beyond the address's
+    share, then the oldest of all beyond the cap."""
+    address = normalize_address(value.address)
+    own = [
+        other_key
+        for other_key, other in pending.items()
+        if normalize_address(other.address) == address
+    ]
+    for old_key in own[: max(0, len(own) + 1 - MAX_PENDING_PER_ADDRESS)]:
+        del pending[old_key]
+
     pending[key] = value
     while len(pending) > MAX_PENDING_LOGINS:
         pending.popitem(last=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from relay import http_limits
+from relay import http_limits, login
 from relay.http import LOGIN_REQUESTS_PER_MINUTE, MAX_CONNECTIONS
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
 
@@ -232,3 +232,26 @@ async def test_callback_from_another_address_leaves_the_login_to_its_browser(
     assert "Logged in as alice" in finished.text
     assert replayed.status_code == 400
     assert leases_of(login_relay) == ["127.0.0.1"]
+
+
+async def test_logins_begun_elsewhere_do_not_push_out_a_pending_login(
+    login_relay: LoginRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address beginning login after login (within its rate limit) forgets
+    its own oldest ones, never the login another address is in the middle of
+    (the pending logins are capped, here at 12, as at 1000 in use)."""
+    monkeypatch.setattr(login, "MAX_PENDING_LOGINS", 12)
+    async with login_relay.browser() as browser:
+        begun = await browser.get("/login", follow_redirects=False)
+        approved = await browser.get(begun.headers["location"], follow_redirects=False)
+        async with login_relay.browser("127.0.0.2") as flood:
+            starts = [
+                (await flood.get("/login", follow_redirects=False)).status_code
+                for _ in range(LOGIN_REQUESTS_PER_MINUTE)
+            ]
+
+        finished = await browser.get(approved.headers["location"])
+
+    assert starts == [303] * LOGIN_REQUESTS_PER_MINUTE
+    assert finished.status_code == 200
+    assert "Logged in as alice" in finished.text
