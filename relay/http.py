@@ -365,7 +365,9 @@ async def _json_field(request: Request, name: str) -> str:
 
 async def _too_many(limiter: AddressLimiter, address: str) -> Response:
     wait = await limiter.retry_after(address)
-    log.warning("login.rate_limited", extra={"address": address})
+    if await limiter.is_worth_reporting(address):
+        log.warning("login.rate_limited", extra={"address": address})
+
     return PlainTextResponse(
         f"too many login requests from this address; try again in {wait} s\n",
         status_code=429,

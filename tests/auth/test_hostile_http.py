@@ -255,3 +255,20 @@ async def test_logins_begun_elsewhere_do_not_push_out_a_pending_login(
     assert starts == [303] * LOGIN_REQUESTS_PER_MINUTE
     assert finished.status_code == 200
     assert "Logged in as alice" in finished.text
+
+
+async def test_refused_requests_are_logged_once_a_minute_per_address(
+    login_relay: LoginRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer hammering the login page past its limit gets 429 each time but
+    costs the log one line a minute, not one per request."""
+    caplog.set_level(logging.INFO)
+    async with login_relay.browser("127.0.0.2") as http:
+        answers = [
+            (await http.get("/login", follow_redirects=False)).status_code
+            for _ in range(LOGIN_REQUESTS_PER_MINUTE + 30)
+        ]
+
+    limited = [r for r in caplog.records if r.getMessage() == "login.rate_limited"]
+    assert answers[LOGIN_REQUESTS_PER_MINUTE:] == [429] * 30
+    assert len(limited) == 1
