@@ -400,6 +400,13 @@ def _web_address(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or a fragment")
 
+    # urlsplit reads the port only when asked: a bad one would otherwise surface
+    # as a failing request at each login.
+    try:
+        parts.port  # noqa: B018
+    except ValueError:
+        raise ValueError("must name a port from 0 to 65535, if any") from None
+
     return value
 
 

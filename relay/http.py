@@ -6,7 +6,8 @@ relay's task group, so that its handlers read the relay's state directly.
 Routes:
     GET  /healthz              the process answers
     GET  /readyz               listening, store writable, cluster quorum
-    GET  /metrics              Prometheus text format
+    GET  /metrics              Prometheus text format (with login: for leased
+                               addresses and operators only)
     GET  /login                sends the browser to GitHub
     GET  /login/callback       GitHub sends the browser back here
     POST /login/device         starts a device login (JSON)
@@ -46,6 +47,7 @@ from starlette.routing import Route
 from relay.access import AccessPolicy
 from relay.config import Settings
 from relay.errors import AuthError, LoginFailed, LoginRefused
+from relay.http_limits import BoundedH11Protocol
 from relay.leases import LeaseBook
 from relay.login import LoginService
 from relay.metrics import RelayCollector, relay_registry
@@ -117,6 +119,11 @@ def create_app(
         )
 
     async def metrics(request: Request) -> Response:
+        if login is not None:
+            refusal = await _metrics_refusal(request, login)
+            if refusal is not None:
+                return refusal
+
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def login_page(request: Request) -> Response:
@@ -297,6 +304,17 @@ async def _finish(request: Request, login: LoginSurface, address: str) -> Respon
     )
 
 
+async def _metrics_refusal(request: Request, login: LoginSurface) -> Response | None:
+    """Why a relay with login does not show its metrics, which name every room,
+    to this caller; None when the caller's address holds a lease or the request
+    carries an operator's token (as a Prometheus scrape can)."""
+    if login.leases.find(_address(request)) is not None:
+        return None
+
+    operator = await _operator(request, login)
+    return operator if isinstance(operator, Response) else None
+
+
 async def _operator(request: Request, login: LoginSurface) -> str | Response:
     """The operator a request's bearer token belongs to, or the answer that
     refuses it."""
@@ -337,7 +355,8 @@ async def _json_field(request: Request, name: str) -> str:
 
     try:
         body = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a few kilobytes of brackets nest too deep to parse.
         return ""
 
     value = body.get(name) if isinstance(body, dict) else None
@@ -346,7 +365,9 @@ async def _json_field(request: Request, name: str) -> str:
 
 async def _too_many(limiter: AddressLimiter, address: str) -> Response:
     wait = await limiter.retry_after(address)
-    log.warning("login.rate_limited", extra={"address": address})
+    if await limiter.is_worth_reporting(address):
+        log.warning("login.rate_limited", extra={"address": address})
+
     return PlainTextResponse(
         f"too many login requests from this address; try again in {wait} s\n",
         status_code=429,
@@ -431,6 +452,11 @@ class HttpSurface:
         config = uvicorn.Config(
             self._app,
             lifespan="off",
+            http=BoundedH11Protocol,
+            # Leases and rate limits go by the peer's own address: uvicorn would
+            # otherwise take X-Forwarded-For from 127.0.0.1 (or from whatever
+            # FORWARDED_ALLOW_IPS names) as the client's address.
+            proxy_headers=False,
             # Request lines are not logged: the callback's carries a code.
             access_log=False,
             log_config=None,

@@ -19,7 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from relay.access import AccessPolicy
 from relay.errors import LoginFailed, LoginRefused
@@ -30,13 +30,20 @@ from store.access import LeaseRecord
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_V = TypeVar("_V")
+_P = TypeVar("_P", bound="_Pending")
 
 # A browser has this long between opening /login and coming back from GitHub.
 BROWSER_LOGIN_SECONDS = 600.0
 
 # Logins begun and not finished, at most; the oldest is forgotten past this.
 MAX_PENDING_LOGINS = 1000
+
+# Logins one address may have begun and not finished; past this its own oldest
+# is forgotten, so that one address beginning login after login cannot push out
+# the logins others are in the middle of.
+# Known limit: artists behind one NAT address who begin more logins at once than
+# this push out each other's.
+MAX_PENDING_PER_ADDRESS = 8
 
 # What slow_down adds to the interval (RFC 8628, 3.5).
 SLOW_DOWN_SECONDS = 5
@@ -56,6 +63,8 @@ class _DeviceLogin:
     expires_at: float
     interval: int
     next_poll_at: float
+    is_polling: bool = False
+    """A token request for this login is out: another poll now is too fast."""
 
 
 @dataclass(frozen=True)
@@ -127,14 +136,20 @@ class LoginService:
 
         Raises:
             LoginFailed: the state is unknown, used, expired, not the browser's,
-                or from another address; or GitHub refused the code.
+                or from another address (the login then stays pending for its
+                own browser); or GitHub refused the code.
             LoginRefused: the account is not allowed.
         """
-        pending = self._browser.pop(state, None)
+        pending = self._browser.get(state)
+        if pending is not None and pending.expires_at <= self._clock():
+            del self._browser[state]
+            pending = None
+
+        # A refused attempt leaves the login pending: someone who learnt its
+        # callback URL elsewhere must not spoil it for the browser that began it.
         is_valid = (
             pending is not None
             and hmac.compare_digest(state.encode(), cookie_state.encode())
-            and pending.expires_at > self._clock()
             and normalize_address(pending.address) == normalize_address(address)
         )
         if pending is None or not is_valid:
@@ -145,6 +160,8 @@ class LoginService:
                 "started in another browser or from another address); start again"
             )
 
+        # Used once: a replayed callback finds nothing.
+        del self._browser[state]
         token = await self._counted(
             self._github.exchange_code(code, pending.code_verifier)
         )
@@ -195,19 +212,22 @@ class LoginService:
             del self._device[login_id]
             return DeviceAnswer(DeviceState.EXPIRED, pending.interval)
 
-        if now < pending.next_poll_at:
-            # Polling faster than GitHub allows: answer as GitHub would, without
-            # asking it.
+        if pending.is_polling or now < pending.next_poll_at:
+            # Polling faster than GitHub allows (or twice at once): answer as
+            # GitHub would, without asking it.
             pending.interval += SLOW_DOWN_SECONDS
             pending.next_poll_at = now + pending.interval
             return DeviceAnswer(DeviceState.SLOW_DOWN, pending.interval)
 
+        pending.is_polling = True
         try:
             poll = await self._github.poll_device_login(pending.device_code)
         except LoginFailed:
-            del self._device[login_id]
+            self._device.pop(login_id, None)
             self.outcomes["failed"] += 1
             raise
+        finally:
+            pending.is_polling = False
 
         if poll.state == DeviceState.SLOW_DOWN:
             pending.interval += SLOW_DOWN_SECONDS
@@ -216,7 +236,7 @@ class LoginService:
         if poll.state in (DeviceState.PENDING, DeviceState.SLOW_DOWN):
             return DeviceAnswer(poll.state, pending.interval)
 
-        del self._device[login_id]
+        self._device.pop(login_id, None)
         if poll.state != DeviceState.GRANTED:
             self.outcomes[poll.state.value] += 1
             return DeviceAnswer(poll.state, pending.interval)
@@ -245,7 +265,22 @@ class LoginService:
             raise
 
 
-def _remember(pending: OrderedDict[str, _V], key: str, value: _V) -> None:
+class _Pending(Protocol):
+    address: str
+
+
+def _remember(pending: OrderedDict[str, _P], key: str, value: _P) -> None:
+    """Keep a login begun, forgetting its address's oldest beyond the address's
+    share, then the oldest of all beyond the cap."""
+    address = normalize_address(value.address)
+    own = [
+        other_key
+        for other_key, other in pending.items()
+        if normalize_address(other.address) == address
+    ]
+    for old_key in own[: max(0, len(own) + 1 - MAX_PENDING_PER_ADDRESS)]:
+        del pending[old_key]
+
     pending[key] = value
     while len(pending) > MAX_PENDING_LOGINS:
         pending.popitem(last=False)

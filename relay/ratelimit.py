@@ -8,6 +8,10 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+# Refusals of one address worth a log line: the first in any minute, so that a
+# peer hammering an endpoint cannot flood the log.
+_REPORTED_REFUSALS = RateLimitItemPerMinute(1)
+
 
 # Known limit: counts live in this process's memory, so a restart forgets them and
 # the nodes of a cluster count separately.
@@ -27,6 +31,13 @@ class AddressLimiter:
     async def allow(self, address: str) -> bool:
         """Count one request from ``address``; False when it is over the limit."""
         return await self._limiter.hit(self._item, self._name, address)
+
+    async def is_worth_reporting(self, address: str) -> bool:
+        """Tell whether a refusal of ``address`` is the first in a minute, the
+        only one worth a log line."""
+        return await self._limiter.hit(
+            _REPORTED_REFUSALS, self._name + ".reported", address
+        )
 
     async def retry_after(self, address: str) -> int:
         """Whole seconds until ``address`` may make a request again."""

@@ -73,6 +73,10 @@ def test_github_login_without_allow_list_is_refused() -> None:
         ("MIXER_PUBLIC_URL", "http://relay.studio/?next=evil"),
         ("MIXER_GITHUB_URL", "not a url"),
         ("MIXER_GITHUB_API_URL", "https://"),
+        # A port that is not one: accepted, each request to GitHub would fail.
+        ("MIXER_GITHUB_URL", "https://github.example.com:notaport"),
+        ("MIXER_GITHUB_API_URL", "https://github.example.com:99999/api/v3"),
+        ("MIXER_PUBLIC_URL", "http://relay.studio:12801x"),
         ("MIXER_ALLOW_USERS", "alice, bad name"),
         ("MIXER_ALLOW_ORGS", "*"),
         ("MIXER_OPERATORS", "-leading-hyphen"),
