@@ -16,11 +16,6 @@ from typing import Any
 import anyio
 
 from mixer_console import admin_cli, login_cli
-from mixer_console.console.launch import (
-    run_attached_console,
-    run_hosted_console,
-    send_logs_to_file,
-)
 from relay.build import build_relay
 from relay.cluster import open_cluster
 from relay.config import Settings
@@ -134,6 +129,10 @@ def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
         )
         return EXIT_CONFIG
 
+    # Textual is imported only where a console runs: it would triple the start-up
+    # time of a headless relay and of every admin command.
+    from mixer_console.console.launch import run_attached_console, send_logs_to_file
+
     try:
         send_logs_to_file(settings, is_attached=True)
     except OSError as exc:
@@ -183,6 +182,8 @@ def _run(arguments: argparse.Namespace) -> int:
     if arguments.no_ui:
         configure_logging(settings.log_level, settings.log_format)
     else:
+        from mixer_console.console.launch import send_logs_to_file
+
         try:
             send_logs_to_file(settings)
         except OSError as exc:
@@ -235,6 +236,8 @@ def _run(arguments: argparse.Namespace) -> int:
         if arguments.no_ui:
             anyio.run(run_headless, server)
         else:
+            from mixer_console.console.launch import run_hosted_console
+
             run_hosted_console(server)
     finally:
         if cluster is not None:
