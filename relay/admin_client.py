@@ -30,6 +30,7 @@ from relay.control import (
     Ban,
     CommandDetail,
     HistoryPage,
+    Lease,
     OperationRefused,
     RelayEvent,
     RelaySnapshot,
@@ -96,6 +97,15 @@ class AdminClient:
     async def lift_ban(self, subject: str, *, operator: str) -> None:
         """Lift a ban before it expires."""
         await self._call("lift_ban", subject=subject, operator=operator)
+
+    async def leases(self) -> list[Lease]:
+        """The leases in force, oldest first; none without login."""
+        result: list[Lease] = await self._call("leases")
+        return result
+
+    async def revoke_lease(self, address: str, *, operator: str) -> None:
+        """End an address's lease and close that address's connections."""
+        await self._call("revoke_lease", address=address, operator=operator)
 
     async def delete_room(self, room: str, *, operator: str) -> None:
         """Delete a room; its members are disconnected first."""

@@ -34,6 +34,22 @@ at most :data:`MAX_LINE_BYTES`, a console answers of at most
    tuples are lists and bytes (``CommandDetail.head``) are hex strings. There
    are no pushed messages: consoles poll ``snapshot`` and ``events``.
 
+   Requests added within version 1 (a relay older than them answers
+   ``bad_request``, unknown method, and stays attached, so a console tells the
+   operator and carries on)::
+
+       {"id": 9, "method": "leases", "params": {}}
+       {"id": 9, "result": [{"address": "10.0.0.5", "login": "alice",
+        "granted_at": 1764840000.0, "expires_at": 1764926400.0,
+        "via": "browser"}]}
+       {"id": 10, "method": "revoke_lease", "params": {"address": "10.0.0.5",
+        "operator": "olga"}}
+       {"id": 10, "result": null}
+
+   ``leases`` is empty on a relay that requires no login; ``revoke_lease`` is
+   ``refused`` there and for an address that holds no lease, and otherwise also
+   closes that address's connections.
+
    A failed request gets ``{"id": 8, "error": {"code": ..., "message": ...}}``
    with code ``refused`` (the relay said no: no such room, ...),
    ``bad_request`` (not JSON, unknown method, wrong parameters; the connection
@@ -53,6 +69,7 @@ from relay.control import (
     Ban,
     CommandDetail,
     HistoryPage,
+    Lease,
     RelayEvent,
     RelaySnapshot,
 )
@@ -88,6 +105,8 @@ METHODS: dict[str, tuple[dict[str, Any], Any]] = {
     ),
     "bans": ({}, list[Ban]),
     "lift_ban": ({"subject": str, "operator": str}, None),
+    "leases": ({}, list[Lease]),
+    "revoke_lease": ({"address": str, "operator": str}, None),
     "delete_room": ({"room": str, "operator": str}, None),
     "set_keep_open": ({"room": str, "keep_open": bool, "operator": str}, None),
     "history_page": ({"room": str, "start": int, "count": int}, HistoryPage),

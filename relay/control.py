@@ -155,6 +155,18 @@ class Ban:
     operator: str
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Permission for one address to connect, granted by a GitHub login."""
+
+    address: str
+    login: str
+    granted_at: float
+    expires_at: float
+    via: str
+    """How it was granted: "browser", "device" or an operator's action."""
+
+
 class RelayControl(Protocol):
     """A relay as an operator drives it; every destructive call names who asks.
 
@@ -176,6 +188,16 @@ class RelayControl(Protocol):
     async def bans(self) -> list[Ban]: ...
 
     async def lift_ban(self, subject: str, *, operator: str) -> None: ...
+
+    async def leases(self) -> list[Lease]:
+        """The leases in force, oldest first; none when the relay requires no
+        login."""
+        ...
+
+    async def revoke_lease(self, address: str, *, operator: str) -> None:
+        """End an address's lease and close that address's connections; refused
+        when the relay requires no login or the address holds no lease."""
+        ...
 
     async def delete_room(self, room: str, *, operator: str) -> None:
         """Delete a room; its members are disconnected first."""

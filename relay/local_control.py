@@ -12,11 +12,14 @@ from relay.control import (
     Ban,
     CommandDetail,
     HistoryPage,
+    Lease,
+    OperationRefused,
     RelayEvent,
     RelaySnapshot,
     RoomView,
     Totals,
 )
+from relay.leases import LeaseBook
 from relay.operations import Operations
 from relay.room import Room
 from relay.traffic import TrafficMeter
@@ -36,11 +39,19 @@ class LocalControl:
     Args:
         broadcaster: the relay's state.
         traffic: the meter sampling its rates (running in the relay's tasks).
+        leases: the leases in force, when the relay requires a login (None:
+            it requires none).
     """
 
-    def __init__(self, broadcaster: Broadcaster, traffic: TrafficMeter) -> None:
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        traffic: TrafficMeter,
+        leases: LeaseBook | None = None,
+    ) -> None:
         self._broadcaster = broadcaster
         self._traffic = traffic
+        self._leases = leases
         self._operations = Operations(broadcaster)
 
     async def snapshot(self) -> RelaySnapshot:
@@ -82,6 +93,36 @@ class LocalControl:
     async def lift_ban(self, subject: str, *, operator: str) -> None:
         """Lift a ban before it expires."""
         self._operations.lift_ban(subject, operator)
+
+    async def leases(self) -> list[Lease]:
+        """The leases in force, oldest first; none without login."""
+        if self._leases is None:
+            return []
+
+        return [
+            Lease(
+                address=held.address,
+                login=held.login,
+                granted_at=held.granted_at,
+                expires_at=held.expires_at,
+                via=held.via,
+            )
+            for held in self._leases.leases()
+        ]
+
+    async def revoke_lease(self, address: str, *, operator: str) -> None:
+        """End an address's lease and close that address's connections."""
+        if self._leases is None:
+            raise OperationRefused("this relay requires no login, so it has no leases")
+
+        # Refused before anything happens: LeaseBook.revoke would close the
+        # address's connections and write the audit log even without a lease.
+        if self._leases.find(address) is None:
+            raise OperationRefused(
+                f"no lease is in force for address {_shortened(address)!r}"
+            )
+
+        self._leases.revoke(address, operator=operator)
 
     async def delete_room(self, room: str, *, operator: str) -> None:
         """Delete a room; its members are disconnected first."""

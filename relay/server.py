@@ -59,7 +59,11 @@ class RelayServer:
         self.gate = gate
         self.http = http
         self.traffic = TrafficMeter(self.broadcaster)
-        self.control = LocalControl(self.broadcaster, self.traffic)
+        self.control = LocalControl(
+            self.broadcaster,
+            self.traffic,
+            gate.leases if gate is not None else None,
+        )
         self.port: int | None = None
         self.admin_socket: Path | None = None
         """Where consoles attach while the relay serves; None without one."""

@@ -8,6 +8,7 @@ from relay.control import (
     CommandDetail,
     CommandSummary,
     HistoryPage,
+    Lease,
     RelayEvent,
     RelaySnapshot,
     RoomView,
@@ -167,6 +168,11 @@ DETAIL = CommandDetail(
 BANS = [
     Ban("address:10.0.7.3", NOW + 7 * 86400, "kicked by alice", "alice"),
     Ban("address:10.0.9.14", NOW + 3600, "kicked by olga", "olga"),
+]
+
+LEASES = [
+    Lease("10.0.7.3", "alice", NOW - 3 * 3600, NOW + 21 * 3600, "browser"),
+    Lease("10.0.9.14", "olga", NOW - 600, NOW + 86400 - 600, "device"),
 ]
 
 AUDIT = [

@@ -138,14 +138,14 @@ def test_command_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
 
 
 def test_bans_screen(snap_compare: SnapCompare, app: MixerConsole) -> None:
-    """The bans in force and the audit log."""
+    """The bans in force, the leases and the audit log."""
 
     async def open_bans(pilot: Pilot[None]) -> None:
         await pilot.press("b")
         screen = app.screen
         assert isinstance(screen, BansScreen)
         await finished(app, "bans")
-        screen.show(fixed_scene.BANS, fixed_scene.AUDIT)
+        screen.show(fixed_scene.BANS, fixed_scene.LEASES, fixed_scene.AUDIT)
         await pilot.pause()
 
     assert snap_compare(
