@@ -4,6 +4,7 @@ connections until a time; kept in the store so that they survive a restart."""
 import time
 from datetime import UTC, datetime
 
+from relay.cluster import ClusterLink
 from relay.control import Ban
 from store.operators import BanRecord
 from store.store import Store
@@ -26,10 +27,13 @@ class BanList:
 
     Args:
         store: where bans are written; None keeps them in memory only.
+        cluster: this node's Raft link; then bans set and lifted here are
+            proposed to the cluster instead, whose applier writes them.
     """
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, cluster: ClusterLink | None = None) -> None:
         self._store = store
+        self._cluster = cluster
         self._bans: dict[str, Ban] = {}
 
     def load(self, records: list[BanRecord]) -> None:
@@ -44,24 +48,40 @@ class BanList:
     def add(self, ban: Ban) -> None:
         """Put a ban in force (replacing one on the same subject)."""
         self._bans[ban.subject] = ban
-        if self._store is not None:
-            self._store.save_ban(
-                BanRecord(ban.subject, ban.until, ban.reason, ban.operator)
-            )
+        record = BanRecord(ban.subject, ban.until, ban.reason, ban.operator)
+        if self._cluster is not None:
+            self._cluster.propose_ban(record)
+        elif self._store is not None:
+            self._store.save_ban(record)
 
     def lift(self, subject: str) -> Ban | None:
         """Lift the ban on a subject; return it, or None when there was none."""
         ban = self._bans.pop(subject, None)
-        if ban is not None and self._store is not None:
+        if ban is None:
+            return None
+
+        if self._cluster is not None:
+            self._cluster.propose_lift(subject)
+        elif self._store is not None:
             self._store.delete_ban(subject)
 
         return ban
+
+    def set_replicated(self, record: BanRecord) -> None:
+        """Put in force a ban another node set (the applier wrote its row)."""
+        self._bans[record.subject] = Ban(
+            record.subject, record.until, record.reason, record.operator
+        )
+
+    def lift_replicated(self, subject: str) -> None:
+        """Lift a ban another node lifted (the applier deleted its row)."""
+        self._bans.pop(subject, None)
 
     def active(self) -> list[Ban]:
         """Return the bans in force, lifting those that have expired."""
         now = time.time()
         for ban in [ban for ban in self._bans.values() if ban.until <= now]:
-            self.lift(ban.subject)
+            self._expire(ban.subject)
 
         return sorted(self._bans.values(), key=lambda ban: ban.subject)
 
@@ -82,3 +102,11 @@ class BanList:
                 return f"banned from this relay until {until} ({ban.reason})"
 
         return None
+
+    def _expire(self, subject: str) -> None:
+        self._bans.pop(subject, None)
+        # Every node expires a ban by its own clock, so nothing is proposed.
+        # Known limit: on a cluster node an expired ban's row stays in the bans
+        # table (it is ignored at start-up like any expired ban).
+        if self._cluster is None and self._store is not None:
+            self._store.delete_ban(subject)

@@ -20,7 +20,7 @@ from relay.cluster import ClusterLink
 from relay.errors import MalformedPayload, RequestRefused
 from relay.events import EventLog
 from relay.history import CommandStore, History, HistoryReplay, LastCommand
-from relay.leases import normalize_address
+from relay.leases import LeaseBook, normalize_address
 from relay.marks import RoomMarks
 from relay.messages import (
     LAST_CONTROL_TYPE,
@@ -40,7 +40,17 @@ from relay.protocol import (
     leading_string,
 )
 from relay.room import RESERVED_ROOM_ATTRIBUTES, Room
-from store.apply import Applied, CommandCommitted, RoomDeleted, RoomSaved
+from store.apply import (
+    Applied,
+    AuditAppended,
+    BanLifted,
+    BanSet,
+    CommandCommitted,
+    LeaseGranted,
+    LeaseRevoked,
+    RoomDeleted,
+    RoomSaved,
+)
 from store.repository import HistorySummary, RoomRecord
 from store.store import Store
 
@@ -85,8 +95,11 @@ class Broadcaster:
         self.drops: Counter[str] = Counter()
         """Connections ended by the relay, by kind of reason, since it started."""
         self.events = EventLog()
-        self.bans = BanList(store)
-        self.audit = AuditLog(store, self.events)
+        self.bans = BanList(store, cluster)
+        self.audit = AuditLog(store, self.events, cluster)
+        self.leases: LeaseBook | None = None
+        """The leases in force when a login is required (set by the builder),
+        kept in step with other nodes' grants and revocations."""
         # Names of rooms an operator is creating (a fork being written).
         self.reserved_names: set[str] = set()
         self._max_unwritten_bytes = max_unwritten_bytes
@@ -731,6 +744,31 @@ class Broadcaster:
                 self._apply_room(event)
             elif isinstance(event, RoomDeleted):
                 self._apply_deletion(event)
+            elif self.cluster is not None and event.origin != self.cluster.node_id:
+                # This node's own change was made in memory when it was made.
+                self._apply_access(event)
+
+    def _apply_access(self, event: Applied) -> None:
+        match event:
+            case LeaseGranted(lease=lease) if self.leases is not None:
+                self.leases.grant_replicated(lease)
+            case LeaseRevoked(address=address) if self.leases is not None:
+                self.leases.revoke_replicated(address)
+            case BanSet(ban=ban):
+                self.bans.set_replicated(ban)
+                self._drop_banned()
+            case BanLifted(subject=subject):
+                self.bans.lift_replicated(subject)
+            case AuditAppended(entry=entry):
+                self.audit.add_replicated(entry)
+
+    def _drop_banned(self) -> None:
+        """Disconnect every client a ban in force now refuses."""
+        for client in list(self.clients.values()):
+            reason = self.bans.refusal(client.ip, client.login)
+            if reason is not None:
+                self.send_error(client, reason)
+                client.close(reason)
 
     def _deliver_command(self, event: CommandCommitted) -> None:
         room = self.rooms.get(event.room)

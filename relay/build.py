@@ -62,8 +62,10 @@ def build_relay(
             settings.lease_ttl,
             on_revoke=lambda address: _close_address(broadcaster, address),
             audit=broadcaster.audit,
+            cluster=cluster_link,
         )
         leases.restore()
+        broadcaster.leases = leases
         github = GitHub(settings)
         policy = AccessPolicy(settings, github)
         service = LoginService(github, policy, leases)

@@ -28,7 +28,9 @@ from anyio.from_thread import BlockingPortal
 
 from relay.config import Settings
 from relay.protocol import Wire
+from store.access import LeaseRecord
 from store.apply import ABANDON, Applied, AppliedEntry
+from store.operators import AuditRecord, BanRecord
 from store.replication import (
     ENTRY_BYTES,
     ClusterStatus,
@@ -214,6 +216,57 @@ class ClusterLink:
     def propose_delete(self, name: str) -> None:
         """Propose deleting a room and its history."""
         self._add(("delete", self.node_id, name), 0, None)
+
+    # Known limit: a lease, ban or audit entry proposed while the cluster cannot
+    # commit for GIVE_UP_SECONDS is abandoned, and then holds on this node only
+    # until it restarts.
+    def propose_lease(self, lease: LeaseRecord) -> None:
+        """Propose a lease granted here (its times are this node's)."""
+        self._add(
+            (
+                "lease",
+                self.node_id,
+                lease.address,
+                lease.login,
+                lease.granted_at,
+                lease.expires_at,
+                lease.via,
+            ),
+            0,
+            None,
+        )
+
+    def propose_revoke(self, address: str) -> None:
+        """Propose ending an address's lease (every node closes its connections)."""
+        self._add(("unlease", self.node_id, address), 0, None)
+
+    def propose_ban(self, ban: BanRecord) -> None:
+        """Propose a ban set here (every node closes the matching connections)."""
+        self._add(
+            ("ban", self.node_id, ban.subject, ban.until, ban.reason, ban.operator),
+            0,
+            None,
+        )
+
+    def propose_lift(self, subject: str) -> None:
+        """Propose lifting the ban on a subject."""
+        self._add(("unban", self.node_id, subject), 0, None)
+
+    def propose_audit(self, entry: AuditRecord) -> None:
+        """Propose an audit entry recorded here (at this node's time)."""
+        self._add(
+            (
+                "audit",
+                self.node_id,
+                entry.at,
+                entry.operator,
+                entry.action,
+                entry.target,
+                entry.detail,
+            ),
+            0,
+            None,
+        )
 
     def propose_command(self, client_id: str, room: str, kind: int, wire: Wire) -> None:
         """Propose a room command; it is forwarded once committed."""

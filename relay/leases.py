@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from relay.audit import AuditLog
+from relay.cluster import ClusterLink
 from store.access import LeaseRecord
 from store.store import Store
 
@@ -45,6 +46,8 @@ class LeaseBook:
             address's connections.
         audit: where grants and revocations are recorded (None: nowhere).
         clock: the time, in seconds since the epoch.
+        cluster: this node's Raft link; then grants and revocations are
+            proposed to the cluster instead, whose applier writes them.
     """
 
     def __init__(
@@ -54,8 +57,10 @@ class LeaseBook:
         on_revoke: Callable[[str], None] = lambda address: None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
+        cluster: ClusterLink | None = None,
     ) -> None:
         self._store = store
+        self._cluster = cluster
         self._audit = audit
         self._ttl = ttl
         self._leases: dict[str, LeaseRecord] = {}
@@ -78,7 +83,9 @@ class LeaseBook:
             normalize_address(address), login, now, now + self._ttl, via
         )
         self._leases[lease.address] = lease
-        if self._store is not None:
+        if self._cluster is not None:
+            self._cluster.propose_lease(lease)
+        elif self._store is not None:
             self._store.save_lease(lease)
 
         self._record(
@@ -121,6 +128,11 @@ class LeaseBook:
         key = normalize_address(address)
         lease = self._leases.get(key)
         self._forget(key)
+        if self._cluster is not None:
+            # Proposed even without a lease here: the other nodes close the
+            # address's connections too.
+            self._cluster.propose_revoke(key)
+
         self._record(
             operator,
             "lease.revoke",
@@ -151,6 +163,19 @@ class LeaseBook:
         if self._audit is not None:
             self._audit.record(operator, action, target, detail)
 
+    def grant_replicated(self, lease: LeaseRecord) -> None:
+        """Take a lease another node granted (the applier wrote its row)."""
+        self._leases[lease.address] = lease
+
+    def revoke_replicated(self, address: str) -> None:
+        """End a lease another node revoked, and close the address's connections."""
+        self._leases.pop(address, None)
+        self.on_revoke(address)
+
     def _forget(self, address: str) -> None:
-        if self._leases.pop(address, None) is not None and self._store is not None:
+        is_held = self._leases.pop(address, None) is not None
+        # Every node expires a lease by its own clock; only a single relay
+        # deletes the row. Known limit: on a cluster node an expired lease's
+        # row stays in the leases table (it is never loaded again).
+        if is_held and self._cluster is None and self._store is not None:
             self._store.delete_lease(address)

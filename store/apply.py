@@ -30,6 +30,14 @@ import sqlite_utils
 
 from relay.messages import is_mergeable, is_stored
 from relay.protocol import HEADER, leading_string
+from store.access import LeaseRecord, delete_lease, save_lease
+from store.operators import (
+    AuditRecord,
+    BanRecord,
+    delete_ban,
+    save_audit,
+    save_ban,
+)
 from store.repository import (
     RoomRecord,
     delete_commands,
@@ -42,6 +50,13 @@ log = logging.getLogger(__name__)
 
 # The entry number of an abandonment, which is applied whatever its position.
 ABANDON = 0
+
+# The operations on who may connect and what operators did, by their length:
+# ("lease", origin, address, login, granted_at, expires_at, via),
+# ("unlease", origin, address), ("ban", origin, subject, until, reason,
+# operator), ("unban", origin, subject) and ("audit", origin, at, operator,
+# action, target, detail).
+ACCESS_OPERATIONS = {"lease": 7, "unlease": 3, "ban": 6, "unban": 3, "audit": 7}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +92,56 @@ class CommandCommitted:
     wire: bytes
 
 
-Applied = RoomSaved | RoomDeleted | CommandCommitted
+@dataclass(frozen=True, slots=True)
+class LeaseGranted:
+    """A lease was granted (or replaced) by ``origin``."""
+
+    origin: str
+    lease: LeaseRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoked:
+    """An address's lease was revoked by ``origin``: its connections close."""
+
+    origin: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanSet:
+    """A ban was put in force by ``origin``: matching connections close."""
+
+    origin: str
+    ban: BanRecord
+
+
+@dataclass(frozen=True, slots=True)
+class BanLifted:
+    """A ban was lifted by ``origin``."""
+
+    origin: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAppended:
+    """An operator action was recorded by ``origin``."""
+
+    origin: str
+    entry: AuditRecord
+
+
+Applied = (
+    RoomSaved
+    | RoomDeleted
+    | CommandCommitted
+    | LeaseGranted
+    | LeaseRevoked
+    | BanSet
+    | BanLifted
+    | AuditAppended
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +335,9 @@ class EntryApplier:
         if name == "part":
             return self._add_part(*_shape(operation, 9))
 
+        if name in ACCESS_OPERATIONS:
+            return self._apply_access(operation)
+
         raise MalformedOperation(f"unknown operation {name!r}")
 
     def _save_room(
@@ -383,6 +450,43 @@ class EntryApplier:
         wire = b"".join(row[0] for row in parts)
         return self._add_command("command", origin, client_id, room, kind, wire)
 
+    def _apply_access(self, operation: tuple[Any, ...]) -> Applied:
+        """Write a lease, ban or audit row exactly as the proposer made it: its
+        times come from the proposer, so every node writes the same row."""
+        name = operation[0]
+        _shape(operation, ACCESS_OPERATIONS[name])
+        origin = str(operation[1])
+        fields = operation[2:]
+        _require(all(isinstance(f, (str, int, float)) for f in fields), "plain fields")
+        if name == "lease":
+            address, login, granted_at, expires_at, via = fields
+            lease = LeaseRecord(
+                str(address), str(login), _time(granted_at), _time(expires_at), str(via)
+            )
+            save_lease(self._db, lease)
+            return LeaseGranted(origin, lease)
+
+        if name == "unlease":
+            delete_lease(self._db, str(fields[0]))
+            return LeaseRevoked(origin, str(fields[0]))
+
+        if name == "ban":
+            subject, until, reason, operator = fields
+            ban = BanRecord(str(subject), _time(until), str(reason), str(operator))
+            save_ban(self._db, ban)
+            return BanSet(origin, ban)
+
+        if name == "unban":
+            delete_ban(self._db, str(fields[0]))
+            return BanLifted(origin, str(fields[0]))
+
+        at, operator, action, target, detail = fields
+        entry = AuditRecord(
+            _time(at), str(operator), str(action), str(target), str(detail)
+        )
+        save_audit(self._db, entry)
+        return AuditAppended(origin, entry)
+
     def _store_command(self, room_id: int, kind: int, wire: bytes, sender: str) -> int:
         """Append to a room's history with the merge rule (as relay.history).
 
@@ -474,6 +578,11 @@ def _shape(operation: tuple[Any, ...], length: int) -> tuple[Any, ...]:
         )
 
     return operation
+
+
+def _time(value: object) -> float:
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool), "a time")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _require(condition: object, what: str) -> None:

@@ -5,7 +5,18 @@ from pathlib import Path
 import pytest
 
 from relay.protocol import HEADER, encode_frame, encode_string
-from store.apply import CommandCommitted, EntryApplier, RoomSaved
+from store.access import LeaseRecord
+from store.apply import (
+    AuditAppended,
+    BanLifted,
+    BanSet,
+    CommandCommitted,
+    EntryApplier,
+    LeaseGranted,
+    LeaseRevoked,
+    RoomSaved,
+)
+from store.operators import AuditRecord, BanRecord
 from store.schema import open_database
 
 
@@ -172,3 +183,144 @@ def test_apply_streams_are_independent(db) -> None:
     other = applier.apply(4, "t", 1, [command_op(encode_frame(150, b"other"))])
 
     assert bodies(other.events) == [b"other"]
+
+
+# Leases, bans and the audit log: rows carry the proposer's times.
+
+
+def lease_op(address: str = "10.0.0.5", origin: str = "n1") -> tuple[object, ...]:
+    return ("lease", origin, address, "octocat", 100.0, 3700.0, "browser")
+
+
+def access_rows(db) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        "leases": db.execute("SELECT * FROM leases ORDER BY address").fetchall(),
+        "bans": db.execute("SELECT * FROM bans ORDER BY subject").fetchall(),
+        "audit": db.execute("SELECT * FROM audit ORDER BY id").fetchall(),
+    }
+
+
+def test_apply_lease_grant_and_revoke(db) -> None:
+    """A granted lease is written as proposed; a revocation deletes it and tells
+    the relay which address to close."""
+    applier = EntryApplier(db)
+    granted = applier.apply(1, "s", 1, [lease_op()])
+
+    assert granted.events == (
+        LeaseGranted(
+            "n1", LeaseRecord("10.0.0.5", "octocat", 100.0, 3700.0, "browser")
+        ),
+    )
+    assert access_rows(db)["leases"] == [
+        ("10.0.0.5", "octocat", 100.0, 3700.0, "browser")
+    ]
+
+    revoked = applier.apply(2, "s", 2, [("unlease", "n2", "10.0.0.5")])
+
+    assert revoked.events == (LeaseRevoked("n2", "10.0.0.5"),)
+    assert access_rows(db)["leases"] == []
+
+
+def test_apply_ban_set_replace_and_lift(db) -> None:
+    """A ban on a subject replaces the previous one; a lift deletes it."""
+    applier = EntryApplier(db)
+    applier.apply(1, "s", 1, [("ban", "n1", "address:10.0.0.5", 500.0, "a", "ops")])
+    again = applier.apply(
+        2, "s", 2, [("ban", "n1", "address:10.0.0.5", 900.0, "b", "ops")]
+    )
+
+    assert again.events == (
+        BanSet("n1", BanRecord("address:10.0.0.5", 900.0, "b", "ops")),
+    )
+    assert access_rows(db)["bans"] == [("address:10.0.0.5", 900.0, "b", "ops")]
+
+    lifted = applier.apply(3, "s", 3, [("unban", "n1", "address:10.0.0.5")])
+
+    assert lifted.events == (BanLifted("n1", "address:10.0.0.5"),)
+    assert access_rows(db)["bans"] == []
+
+
+def test_apply_audit_rows_equal_on_two_nodes(tmp_path: Path) -> None:
+    """Two nodes applying the same entries write the same audit rows, with the
+    proposer's time, not their own."""
+    entries = [
+        (1, "s", 1, [("audit", "n1", 12.5, "ops", "kick", "c1", "banned")]),
+        (2, "t", 1, [("audit", "n2", 13.0, "ops", "lift_ban", "address:x", "")]),
+    ]
+    tables = []
+    for name in ("a", "b"):
+        node_db = open_database(tmp_path / f"{name}.sqlite", 1 << 20)
+        applier = EntryApplier(node_db)
+        events = [applier.apply(*entry).events for entry in entries]
+        tables.append(access_rows(node_db)["audit"])
+        node_db.conn.close()
+
+    assert events[0] == (
+        AuditAppended("n1", AuditRecord(12.5, "ops", "kick", "c1", "banned")),
+    )
+    assert tables[0] == tables[1]
+    assert [row[1:] for row in tables[0]] == [
+        (12.5, "ops", "kick", "c1", "banned"),
+        (13.0, "ops", "lift_ban", "address:x", ""),
+    ]
+
+
+def test_apply_access_replays_and_retries_write_once(db) -> None:
+    """A replayed index and a retried number write no second audit row or ban."""
+    applier = EntryApplier(db)
+    operations = [
+        ("audit", "n1", 1.0, "ops", "kick", "c1", ""),
+        ("ban", "n1", "login:octocat", 50.0, "kicked", "ops"),
+        lease_op(),
+    ]
+    first = applier.apply(4, "s", 1, operations)
+    replayed = applier.apply(4, "s", 1, operations)
+    retried = applier.apply(5, "s", 1, operations)
+
+    assert len(first.events) == 3
+    assert replayed.events == retried.events == ()
+    rows_now = access_rows(db)
+    assert len(rows_now["audit"]) == 1
+    assert len(rows_now["bans"]) == 1
+    assert len(rows_now["leases"]) == 1
+
+
+def test_apply_access_survives_a_restarted_applier(tmp_path: Path) -> None:
+    """After a restart the applier skips what it applied: a lease revoked later
+    in the log is not brought back by a replay of its grant."""
+    path = tmp_path / "rooms.sqlite"
+    first_db = open_database(path, 1 << 20)
+    applier = EntryApplier(first_db)
+    applier.apply(1, "s", 1, [lease_op()])
+    applier.apply(2, "s", 2, [("unlease", "n1", "10.0.0.5")])
+    first_db.conn.close()
+
+    second_db = open_database(path, 1 << 20)
+    restarted = EntryApplier(second_db)
+    replayed = restarted.apply(1, "s", 1, [lease_op()])
+
+    assert replayed.events == ()
+    assert access_rows(second_db)["leases"] == []
+    second_db.conn.close()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        ("lease", "n1", "10.0.0.5", "octocat", "soon", 3700.0, "browser"),
+        ("lease", "n1", "10.0.0.5"),
+        ("ban", "n1", "address:x", True, "r", "ops"),
+        ("audit", "n1", 1.0, "ops", ["kick"], "c1", ""),
+        ("unban", "n1", None),
+    ],
+)
+def test_apply_malformed_access_operation_is_skipped(db, operation) -> None:
+    """A malformed operation writes nothing and does not stop the entry: the
+    operation after it is applied."""
+    applier = EntryApplier(db)
+    applied = applier.apply(1, "s", 1, [operation, lease_op("10.0.0.9")])
+
+    assert [type(event) for event in applied.events] == [LeaseGranted]
+    rows_now = access_rows(db)
+    assert rows_now["bans"] == rows_now["audit"] == []
+    assert [row[0] for row in rows_now["leases"]] == ["10.0.0.9"]
