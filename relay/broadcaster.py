@@ -254,6 +254,14 @@ class Broadcaster:
         """Send SEND_ERROR to one client."""
         client.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
 
+    def close_with_error(
+        self, client: Client, message: str, reason: str | None = None
+    ) -> None:
+        """Send SEND_ERROR to one client, then close its connection once that is
+        written; ``reason`` (default: the message) is what the log says."""
+        self.send_error(client, message)
+        client.close(reason or message)
+
     async def wait_for_unwritten(self) -> None:
         """Wait until some room holds commands its store has not written yet."""
         await self._rooms_with_unwritten.wait()
@@ -689,27 +697,25 @@ class Broadcaster:
             self.cluster.propose_room(room.record())
 
     def _close_unavailable(self, client: Client) -> None:
-        self.send_error(
+        self.close_with_error(
             client,
             "this relay node has no quorum in its cluster and cannot accept room "
             "requests; reconnect to another node",
+            "cluster unavailable",
         )
-        client.close("cluster unavailable")
 
     def close_all(self, message: str) -> None:
         """Send SEND_ERROR to every client, then close each connection (the
         cluster lost its quorum: the add-on reconnects to a healthy node)."""
         for client in list(self.clients.values()):
-            self.send_error(client, message)
-            client.close(message)
+            self.close_with_error(client, message)
 
     def close_clients(self, client_ids: set[str], message: str) -> None:
         """Send SEND_ERROR to these clients, then close their connections."""
         for client_id in client_ids:
             client = self.clients.get(client_id)
             if client is not None:
-                self.send_error(client, message)
-                client.close(message)
+                self.close_with_error(client, message)
 
     def reload_rooms(self) -> None:
         """Rebuild every room from the store, which a snapshot replaced: members
@@ -797,8 +803,11 @@ class Broadcaster:
             return
 
         for member in list(room.members):
-            self.send_error(member, f"room {room.name!r} was deleted on another node")
-            member.close("room deleted on another node")
+            self.close_with_error(
+                member,
+                f"room {room.name!r} was deleted on another node",
+                "room deleted on another node",
+            )
             self._forget_membership(member)
 
         del self.rooms[room.name]
