@@ -33,6 +33,7 @@ from relay.protocol import (
     Frame,
     FrameDecoder,
     PayloadReader,
+    Wire,
     decode_text,
     encode_frame,
     encode_json,
@@ -301,9 +302,6 @@ class Broadcaster:
 
         room.commands_in += 1
         room.bytes_in += frame.size
-        receivers = len(room.members) - 1
-        room.commands_out += receivers
-        room.bytes_out += receivers * frame.size
         cluster = self.cluster
         if cluster is not None:
             if cluster.is_available:
@@ -319,9 +317,15 @@ class Broadcaster:
             if self.store is not None:
                 self._rooms_with_unwritten.mark(room)
 
-        wire = frame.wire
+        self._forward(room, frame.wire, client)
+
+    def _forward(self, room: Room, wire: Wire, sender: Client | None) -> None:
+        """Send a room command to every member but its sender, counting it."""
+        receivers = len(room.members) - int(sender in room.members)
+        room.commands_out += receivers
+        room.bytes_out += receivers * len(wire)
         for member in room.members:
-            if member is not client:
+            if member is not sender:
                 member.send(wire)
 
     def _join_room(self, client: Client, payload: memoryview) -> None:
@@ -730,15 +734,21 @@ class Broadcaster:
 
     def apply_committed(self, events: Sequence[Applied]) -> None:
         """Apply what the cluster committed, in log order (clustered only)."""
+        assert self.cluster is not None
+        node_id = self.cluster.node_id
+        # One clock reading per batch: the time is for the operator's history view.
+        now = time.time()
         for event in events:
             if type(event) is CommandCommitted:
-                self._deliver_command(event)
+                self._deliver_command(event, node_id, now)
             elif isinstance(event, RoomSaved):
                 self._apply_room(event)
             elif isinstance(event, RoomDeleted):
                 self._apply_deletion(event)
 
-    def _deliver_command(self, event: CommandCommitted) -> None:
+    def _deliver_command(
+        self, event: CommandCommitted, node_id: str, now: float
+    ) -> None:
         room = self.rooms.get(event.room)
         if room is None:
             return
@@ -749,14 +759,15 @@ class Broadcaster:
                 return  # already in the history loaded at start-up
 
             frame = Frame(event.kind, 0, wire)
-            room.history.append(frame, event.client_id, time.time(), seq=event.seq)
+            room.history.append(frame, event.client_id, now, seq=event.seq)
             self._rooms_with_new_statistics.mark(room)
             self._rooms_with_unwritten.mark(room)
 
-        is_ours = event.origin == self.cluster.node_id if self.cluster else False
-        for member in room.members:
-            if not (is_ours and member.id == event.client_id):
-                member.send(wire)
+        # The sender already has its own command; it is connected here if ours.
+        is_ours = event.origin == node_id
+        self._forward(
+            room, wire, self.clients.get(event.client_id) if is_ours else None
+        )
 
     def _apply_room(self, event: RoomSaved) -> None:
         record = event.record
