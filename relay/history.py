@@ -188,17 +188,14 @@ class History:
         ):
             self._remove_newest(last)
 
-        if seq is None:
-            seq = self._sequence()
-
-        self._recent.append(HistoryEntry(seq, wire, sender, at))
-        self._last = LastCommand(seq, kind, merge_key, len(wire))
-        self._count += 1
-        self._byte_size += len(wire)
-        if self._store is not None:
-            # Written commands leave memory through forget_written(), which the
-            # server calls as the store makes progress, not once per command.
-            self._store.append(seq, self._room_id, kind, wire, sender, at)
+        self._push(
+            seq if seq is not None else self._sequence(),
+            kind,
+            merge_key,
+            wire,
+            sender,
+            at,
+        )
 
     def copy_entries(self, entries: Iterable[HistoryEntry]) -> None:
         """Append copies of another history's entries, unmerged, with their
@@ -208,15 +205,26 @@ class History:
             kind = HEADER.unpack_from(wire)[2]
             payload = memoryview(wire)[HEADER.size :]
             merge_key = leading_string(payload) if is_mergeable(kind) else None
-            seq = self._sequence()
-            self._recent.append(HistoryEntry(seq, wire, entry.sender, entry.at))
-            self._last = LastCommand(seq, kind, merge_key, len(wire))
-            self._count += 1
-            self._byte_size += len(wire)
-            if self._store is not None:
-                self._store.append(
-                    seq, self._room_id, kind, wire, entry.sender, entry.at
-                )
+            self._push(self._sequence(), kind, merge_key, wire, entry.sender, entry.at)
+
+    def _push(
+        self,
+        seq: int,
+        kind: int,
+        merge_key: bytes | None,
+        wire: Wire,
+        sender: str | None,
+        at: float | None,
+    ) -> None:
+        """Make a command the newest entry, in memory and in the store."""
+        self._recent.append(HistoryEntry(seq, wire, sender, at))
+        self._last = LastCommand(seq, kind, merge_key, len(wire))
+        self._count += 1
+        self._byte_size += len(wire)
+        if self._store is not None:
+            # Written commands leave memory through forget_written(), which the
+            # server calls as the store makes progress, not once per command.
+            self._store.append(seq, self._room_id, kind, wire, sender, at)
 
     def cut(self, last: LastCommand | None, count: int, byte_size: int) -> None:
         """Keep only the entries up to ``last`` (an operator's rewind).
