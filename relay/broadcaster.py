@@ -19,13 +19,18 @@ from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client, drop_kind
 from relay.cluster import ClusterLink
 from relay.errors import MalformedPayload, RequestRefused
 from relay.events import EventLog
-from relay.history import CommandStore, History, HistoryReplay, LastCommand
+from relay.history import (
+    CommandStore,
+    History,
+    HistoryReplay,
+    LastCommand,
+    merge_key,
+)
 from relay.leases import normalize_address
 from relay.marks import RoomMarks
 from relay.messages import (
     LAST_CONTROL_TYPE,
     MessageType,
-    is_mergeable,
     is_stored,
     type_name,
 )
@@ -38,7 +43,6 @@ from relay.protocol import (
     encode_frame,
     encode_json,
     encode_string,
-    leading_string,
 )
 from relay.room import RESERVED_ROOM_ATTRIBUTES, Room
 from store.apply import Applied, CommandCommitted, RoomDeleted, RoomSaved
@@ -661,13 +665,11 @@ class Broadcaster:
         last = None
         if summary.last_wire is not None:
             last_frame = FrameDecoder(len(summary.last_wire)).feed(summary.last_wire)[0]
-            merge_key = (
-                leading_string(last_frame.payload)
-                if is_mergeable(last_frame.kind)
-                else None
-            )
             last = LastCommand(
-                summary.last_seq, last_frame.kind, merge_key, last_frame.size
+                summary.last_seq,
+                last_frame.kind,
+                merge_key(last_frame.kind, last_frame.wire),
+                last_frame.size,
             )
 
         history = History(

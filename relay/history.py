@@ -79,6 +79,15 @@ class LastCommand:
     size: int
 
 
+def merge_key(kind: int, wire: Wire) -> bytes | None:
+    """What the merge rule compares of a command: the leading string of a
+    mergeable type's payload, None for other types (whose payload is not read)."""
+    if not is_mergeable(kind):
+        return None
+
+    return leading_string(memoryview(wire)[HEADER.size :])
+
+
 class History:
     """A room's stored commands.
 
@@ -178,20 +187,20 @@ class History:
         """
         kind = frame.kind
         wire = frame.wire
-        merge_key = leading_string(frame.payload) if is_mergeable(kind) else None
+        key = merge_key(kind, wire)
         last = self._last
         if (
-            merge_key is not None
+            key is not None
             and last is not None
             and last.kind == kind
-            and last.merge_key == merge_key
+            and last.merge_key == key
         ):
             self._remove_newest(last)
 
         self._push(
             seq if seq is not None else self._sequence(),
             kind,
-            merge_key,
+            key,
             wire,
             sender,
             at,
@@ -203,22 +212,21 @@ class History:
         for entry in entries:
             wire = entry.wire
             kind = HEADER.unpack_from(wire)[2]
-            payload = memoryview(wire)[HEADER.size :]
-            merge_key = leading_string(payload) if is_mergeable(kind) else None
-            self._push(self._sequence(), kind, merge_key, wire, entry.sender, entry.at)
+            key = merge_key(kind, wire)
+            self._push(self._sequence(), kind, key, wire, entry.sender, entry.at)
 
     def _push(
         self,
         seq: int,
         kind: int,
-        merge_key: bytes | None,
+        key: bytes | None,
         wire: Wire,
         sender: str | None,
         at: float | None,
     ) -> None:
         """Make a command the newest entry, in memory and in the store."""
         self._recent.append(HistoryEntry(seq, wire, sender, at))
-        self._last = LastCommand(seq, kind, merge_key, len(wire))
+        self._last = LastCommand(seq, kind, key, len(wire))
         self._count += 1
         self._byte_size += len(wire)
         if self._store is not None:
