@@ -798,11 +798,9 @@ class Broadcaster:
             room.is_joinable = changed["joinable"] = record.joinable
             room.creator = None
 
-        for key, value in record.custom.items():
-            if json.dumps(room.custom.get(key, _MISSING), default=str) != json.dumps(
-                value
-            ):
-                room.custom[key] = changed[key] = value
+        changed.update(
+            _merge_custom(room.custom, record.custom, RESERVED_ROOM_ATTRIBUTES)
+        )
 
         if changed:
             self._send_to_all(

@@ -1,5 +1,6 @@
-"""Room traffic is counted where a command is forwarded, on every node."""
+"""Room traffic and room attributes as another node sees them."""
 
+import json
 from pathlib import Path
 
 import anyio
@@ -7,6 +8,8 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.messages import MessageType
+from relay.protocol import PayloadReader, encode_json, encode_string
 from tests.cluster_nodes import (
     Node,
     leader_of,
@@ -67,5 +70,47 @@ async def test_a_command_from_another_node_counts_as_out_where_it_is_forwarded(
         assert forwarded_counters["mixer_room_commands_in_total"] == 0
         assert forwarded_counters["mixer_room_commands_out_total"] == 1
         assert forwarded_counters["mixer_room_bytes_out_total"] >= len(BODY)
+    finally:
+        stop_all(nodes)
+
+
+async def test_a_room_attribute_set_on_one_node_is_announced_on_another(
+    tmp_path: Path,
+) -> None:
+    """A custom room attribute set through one node reaches a client of another
+    node as ROOM_UPDATE; setting it again to an equal value announces nothing
+    there, and 1 then true count as different values (compared as JSON)."""
+    nodes = make_nodes(tmp_path, 3)
+    try:
+        start_all(nodes)
+        wait_available(nodes)
+        setting = leader_of(nodes)
+        watching = next(node for node in nodes if node is not setting)
+        creator = await MixerClient.connect(setting.port)
+        watcher = await MixerClient.connect(watching.port)
+        await creator.handshake("creator")
+        await watcher.handshake("watcher")
+        await creator.create_room("r")
+        await watcher.wait_for_room_update("r", "joinable", True)
+        for value in (1, 1, True):
+            await creator.send(
+                MessageType.SET_ROOM_CUSTOM_ATTRIBUTES,
+                encode_string("r") + encode_json({"shot": value}),
+            )
+
+        updates = []
+        with anyio.move_on_after(3.0):
+            while True:
+                frame = await watcher.receive(timeout=3.0)
+                if frame.kind == MessageType.ROOM_UPDATE:
+                    update = json.loads(PayloadReader(frame.payload).read_string())
+                    if "shot" in update.get("r", {}):
+                        updates.append(update["r"]["shot"])
+
+        await creator.aclose()
+        await watcher.aclose()
+
+        assert updates == [1, True]
+        assert updates[1] is True
     finally:
         stop_all(nodes)
