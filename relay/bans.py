@@ -6,15 +6,17 @@ from datetime import UTC, datetime
 
 from relay.cluster import ClusterLink
 from relay.control import Ban
+from relay.leases import normalize_address
 from store.operators import BanRecord
 from store.store import Store
 
 
 def address_subject(ip: str) -> str:
-    """The ban subject of a peer address."""
+    """The ban subject of a peer address, normalised as leases are (an IPv4 peer
+    of a dual-stack socket is its IPv4 address)."""
     # Known limit: without login, a ban by address also refuses everyone else
     # who reaches the relay from that address (a studio behind one NAT).
-    return f"address:{ip}"
+    return f"address:{normalize_address(ip)}"
 
 
 def login_subject(login: str) -> str:

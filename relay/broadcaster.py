@@ -19,13 +19,18 @@ from relay.client import RESERVED_CLIENT_ATTRIBUTES, Client, drop_kind
 from relay.cluster import ClusterLink
 from relay.errors import MalformedPayload, RequestRefused
 from relay.events import EventLog
-from relay.history import CommandStore, History, HistoryReplay, LastCommand
+from relay.history import (
+    CommandStore,
+    History,
+    HistoryReplay,
+    LastCommand,
+    merge_key,
+)
 from relay.leases import LeaseBook, normalize_address
 from relay.marks import RoomMarks
 from relay.messages import (
     LAST_CONTROL_TYPE,
     MessageType,
-    is_mergeable,
     is_stored,
     type_name,
 )
@@ -33,11 +38,11 @@ from relay.protocol import (
     Frame,
     FrameDecoder,
     PayloadReader,
+    Wire,
     decode_text,
     encode_frame,
     encode_json,
     encode_string,
-    leading_string,
 )
 from relay.room import RESERVED_ROOM_ATTRIBUTES, Room
 from store.apply import (
@@ -267,6 +272,14 @@ class Broadcaster:
         """Send SEND_ERROR to one client."""
         client.send(encode_frame(MessageType.SEND_ERROR, encode_string(message)))
 
+    def close_with_error(
+        self, client: Client, message: str, reason: str | None = None
+    ) -> None:
+        """Send SEND_ERROR to one client, then close its connection once that is
+        written; ``reason`` (default: the message) is what the log says."""
+        self.send_error(client, message)
+        client.close(reason or message)
+
     async def wait_for_unwritten(self) -> None:
         """Wait until some room holds commands its store has not written yet."""
         await self._rooms_with_unwritten.wait()
@@ -306,9 +319,6 @@ class Broadcaster:
 
         room.commands_in += 1
         room.bytes_in += frame.size
-        receivers = len(room.members) - 1
-        room.commands_out += receivers
-        room.bytes_out += receivers * frame.size
         cluster = self.cluster
         if cluster is not None:
             if cluster.is_available:
@@ -324,9 +334,15 @@ class Broadcaster:
             if self.store is not None:
                 self._rooms_with_unwritten.mark(room)
 
-        wire = frame.wire
+        self._forward(room, frame.wire, client)
+
+    def _forward(self, room: Room, wire: Wire, sender: Client | None) -> None:
+        """Send a room command to every member but its sender, counting it."""
+        receivers = len(room.members) - int(sender in room.members)
+        room.commands_out += receivers
+        room.bytes_out += receivers * len(wire)
         for member in room.members:
-            if member is not client:
+            if member is not sender:
                 member.send(wire)
 
     def _join_room(self, client: Client, payload: memoryview) -> None:
@@ -662,13 +678,11 @@ class Broadcaster:
         last = None
         if summary.last_wire is not None:
             last_frame = FrameDecoder(len(summary.last_wire)).feed(summary.last_wire)[0]
-            merge_key = (
-                leading_string(last_frame.payload)
-                if is_mergeable(last_frame.kind)
-                else None
-            )
             last = LastCommand(
-                summary.last_seq, last_frame.kind, merge_key, last_frame.size
+                summary.last_seq,
+                last_frame.kind,
+                merge_key(last_frame.kind, last_frame.wire),
+                last_frame.size,
             )
 
         history = History(
@@ -702,27 +716,25 @@ class Broadcaster:
             self.cluster.propose_room(room.record())
 
     def _close_unavailable(self, client: Client) -> None:
-        self.send_error(
+        self.close_with_error(
             client,
             "this relay node has no quorum in its cluster and cannot accept room "
             "requests; reconnect to another node",
+            "cluster unavailable",
         )
-        client.close("cluster unavailable")
 
     def close_all(self, message: str) -> None:
         """Send SEND_ERROR to every client, then close each connection (the
         cluster lost its quorum: the add-on reconnects to a healthy node)."""
         for client in list(self.clients.values()):
-            self.send_error(client, message)
-            client.close(message)
+            self.close_with_error(client, message)
 
     def close_clients(self, client_ids: set[str], message: str) -> None:
         """Send SEND_ERROR to these clients, then close their connections."""
         for client_id in client_ids:
             client = self.clients.get(client_id)
             if client is not None:
-                self.send_error(client, message)
-                client.close(message)
+                self.close_with_error(client, message)
 
     def reload_rooms(self) -> None:
         """Rebuild every room from the store, which a snapshot replaced: members
@@ -737,9 +749,13 @@ class Broadcaster:
 
     def apply_committed(self, events: Sequence[Applied]) -> None:
         """Apply what the cluster committed, in log order (clustered only)."""
+        assert self.cluster is not None
+        node_id = self.cluster.node_id
+        # One clock reading per batch: the time is for the operator's history view.
+        now = time.time()
         for event in events:
             if type(event) is CommandCommitted:
-                self._deliver_command(event)
+                self._deliver_command(event, node_id, now)
             elif isinstance(event, RoomSaved):
                 self._apply_room(event)
             elif isinstance(event, RoomDeleted):
@@ -767,10 +783,11 @@ class Broadcaster:
         for client in list(self.clients.values()):
             reason = self.bans.refusal(client.ip, client.login)
             if reason is not None:
-                self.send_error(client, reason)
-                client.close(reason)
+                self.close_with_error(client, reason)
 
-    def _deliver_command(self, event: CommandCommitted) -> None:
+    def _deliver_command(
+        self, event: CommandCommitted, node_id: str, now: float
+    ) -> None:
         room = self.rooms.get(event.room)
         if room is None:
             return
@@ -781,14 +798,15 @@ class Broadcaster:
                 return  # already in the history loaded at start-up
 
             frame = Frame(event.kind, 0, wire)
-            room.history.append(frame, event.client_id, time.time(), seq=event.seq)
+            room.history.append(frame, event.client_id, now, seq=event.seq)
             self._rooms_with_new_statistics.mark(room)
             self._rooms_with_unwritten.mark(room)
 
-        is_ours = event.origin == self.cluster.node_id if self.cluster else False
-        for member in room.members:
-            if not (is_ours and member.id == event.client_id):
-                member.send(wire)
+        # The sender already has its own command; it is connected here if ours.
+        is_ours = event.origin == node_id
+        self._forward(
+            room, wire, self.clients.get(event.client_id) if is_ours else None
+        )
 
     def _apply_room(self, event: RoomSaved) -> None:
         record = event.record
@@ -817,11 +835,9 @@ class Broadcaster:
             room.is_joinable = changed["joinable"] = record.joinable
             room.creator = None
 
-        for key, value in record.custom.items():
-            if json.dumps(room.custom.get(key, _MISSING), default=str) != json.dumps(
-                value
-            ):
-                room.custom[key] = changed[key] = value
+        changed.update(
+            _merge_custom(room.custom, record.custom, RESERVED_ROOM_ATTRIBUTES)
+        )
 
         if changed:
             self._send_to_all(
@@ -835,8 +851,11 @@ class Broadcaster:
             return
 
         for member in list(room.members):
-            self.send_error(member, f"room {room.name!r} was deleted on another node")
-            member.close("room deleted on another node")
+            self.close_with_error(
+                member,
+                f"room {room.name!r} was deleted on another node",
+                "room deleted on another node",
+            )
             self._forget_membership(member)
 
         del self.rooms[room.name]

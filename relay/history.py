@@ -79,6 +79,15 @@ class LastCommand:
     size: int
 
 
+def merge_key(kind: int, wire: Wire) -> bytes | None:
+    """What the merge rule compares of a command: the leading string of a
+    mergeable type's payload, None for other types (whose payload is not read)."""
+    if not is_mergeable(kind):
+        return None
+
+    return leading_string(memoryview(wire)[HEADER.size :])
+
+
 class History:
     """A room's stored commands.
 
@@ -178,27 +187,24 @@ class History:
         """
         kind = frame.kind
         wire = frame.wire
-        merge_key = leading_string(frame.payload) if is_mergeable(kind) else None
+        key = merge_key(kind, wire)
         last = self._last
         if (
-            merge_key is not None
+            key is not None
             and last is not None
             and last.kind == kind
-            and last.merge_key == merge_key
+            and last.merge_key == key
         ):
             self._remove_newest(last)
 
-        if seq is None:
-            seq = self._sequence()
-
-        self._recent.append(HistoryEntry(seq, wire, sender, at))
-        self._last = LastCommand(seq, kind, merge_key, len(wire))
-        self._count += 1
-        self._byte_size += len(wire)
-        if self._store is not None:
-            # Written commands leave memory through forget_written(), which the
-            # server calls as the store makes progress, not once per command.
-            self._store.append(seq, self._room_id, kind, wire, sender, at)
+        self._push(
+            seq if seq is not None else self._sequence(),
+            kind,
+            key,
+            wire,
+            sender,
+            at,
+        )
 
     def copy_entries(self, entries: Iterable[HistoryEntry]) -> None:
         """Append copies of another history's entries, unmerged, with their
@@ -206,17 +212,27 @@ class History:
         for entry in entries:
             wire = entry.wire
             kind = HEADER.unpack_from(wire)[2]
-            payload = memoryview(wire)[HEADER.size :]
-            merge_key = leading_string(payload) if is_mergeable(kind) else None
-            seq = self._sequence()
-            self._recent.append(HistoryEntry(seq, wire, entry.sender, entry.at))
-            self._last = LastCommand(seq, kind, merge_key, len(wire))
-            self._count += 1
-            self._byte_size += len(wire)
-            if self._store is not None:
-                self._store.append(
-                    seq, self._room_id, kind, wire, entry.sender, entry.at
-                )
+            key = merge_key(kind, wire)
+            self._push(self._sequence(), kind, key, wire, entry.sender, entry.at)
+
+    def _push(
+        self,
+        seq: int,
+        kind: int,
+        key: bytes | None,
+        wire: Wire,
+        sender: str | None,
+        at: float | None,
+    ) -> None:
+        """Make a command the newest entry, in memory and in the store."""
+        self._recent.append(HistoryEntry(seq, wire, sender, at))
+        self._last = LastCommand(seq, kind, key, len(wire))
+        self._count += 1
+        self._byte_size += len(wire)
+        if self._store is not None:
+            # Written commands leave memory through forget_written(), which the
+            # server calls as the store makes progress, not once per command.
+            self._store.append(seq, self._room_id, kind, wire, sender, at)
 
     def cut(self, last: LastCommand | None, count: int, byte_size: int) -> None:
         """Keep only the entries up to ``last`` (an operator's rewind).

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from itertools import islice
 
 from relay.control import CommandSummary, OperationRefused
-from relay.history import HistoryEntry, LastCommand
-from relay.messages import is_mergeable, type_name
-from relay.protocol import HEADER, Wire, leading_string
+from relay.history import HistoryEntry, LastCommand, merge_key
+from relay.messages import type_name
+from relay.protocol import HEADER, Wire
 from relay.room import Room
 from store.repository import CommandRecord
 from store.store import Store
@@ -97,11 +97,8 @@ def summary_of(index: int, record: CommandRecord) -> CommandSummary:
 def leading_path(record: CommandRecord) -> str | None:
     """The object path a command starts with, for the types that have one (the
     mergeable ones, PROTOCOL.md section 5); None otherwise."""
-    if not is_mergeable(record.kind):
-        return None
-
     # Known limit: a path longer than INSPECT_BYTES is not shown.
-    raw = leading_string(memoryview(record.head)[HEADER.size :])
+    raw = merge_key(record.kind, record.head)
     return raw.decode("utf-8", errors="replace") if raw is not None else None
 
 
@@ -148,8 +145,5 @@ def _last_of(seq: int, head: Wire, size: int) -> LastCommand:
     """What the merge rule needs of a command, from its head and full size."""
     # Known limit: a command whose path is longer than INSPECT_BYTES, left newest
     # by a rewind or a fork, is not merged with the next command of its path.
-    data = memoryview(head)
-    kind = HEADER.unpack_from(data)[2]
-    payload = data[HEADER.size :]
-    merge_key = leading_string(payload) if is_mergeable(kind) else None
-    return LastCommand(seq, kind, merge_key, size)
+    kind = HEADER.unpack_from(head)[2]
+    return LastCommand(seq, kind, merge_key(kind, head), size)

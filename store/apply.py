@@ -28,8 +28,9 @@ from typing import Any
 
 import sqlite_utils
 
-from relay.messages import is_mergeable, is_stored
-from relay.protocol import HEADER, leading_string
+from relay.history import merge_key
+from relay.messages import is_stored
+from relay.protocol import HEADER
 from store.access import LeaseRecord, delete_lease, save_lease
 from store.operators import (
     AuditRecord,
@@ -493,21 +494,15 @@ class EntryApplier:
         Known limit: a clustered command is stored without the time it arrived,
         since every node must write the same row and the entry carries no clock.
         """
-        payload = memoryview(wire)[HEADER.size :]
-        merge_key = leading_string(payload) if is_mergeable(kind) else None
+        key = merge_key(kind, wire)
         last = self._last_command(room_id)
-        if (
-            merge_key is not None
-            and last is not None
-            and last[1] == kind
-            and last[2] == merge_key
-        ):
+        if key is not None and last is not None and last[1] == kind and last[2] == key:
             delete_commands(self._db, [last[0]])
 
         seq = self._next_seq
         self._next_seq += 1
         insert_commands(self._db, [(seq, room_id, kind, len(wire), wire, sender, None)])
-        self._last_commands[room_id] = (seq, kind, merge_key)
+        self._last_commands[room_id] = (seq, kind, key)
         return seq
 
     def _last_command(self, room_id: int) -> tuple[int, int, bytes | None] | None:
@@ -524,9 +519,7 @@ class EntryApplier:
             return None
 
         seq, kind, wire = row
-        payload = memoryview(wire)[HEADER.size :]
-        key = leading_string(payload) if is_mergeable(kind) else None
-        self._last_commands[room_id] = (seq, kind, key)
+        self._last_commands[room_id] = (seq, kind, merge_key(kind, wire))
         return self._last_commands[room_id]
 
     def _room_id(self, name: str) -> int | None:

@@ -38,6 +38,7 @@ class Node:
     raft_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    http_port: int = 0
     log_path: Path = field(init=False)
     _log_offset: int = 0
 
@@ -91,6 +92,7 @@ class Node:
         """Wait for relay.started, which gives the node's client port."""
         started = self.wait_event("relay.started", START_TIMEOUT)
         self.port = int(started["port"])
+        self.http_port = int(started["http_port"] or 0)
 
     def events(self) -> list[dict[str, Any]]:
         """Every JSON event this node logged since its last start."""
