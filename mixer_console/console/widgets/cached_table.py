@@ -34,9 +34,9 @@ class CachedCellTable(DataTable[Cell]):
         cursor_type: CursorType = "row",
         zebra_stripes: bool = False,
     ) -> None:
-        # Each entry holds the value it was rendered from: while it is held its
-        # id cannot be reused, so "same id and same object" means same value.
-        # Made first: DataTable's set-up may already clear the caches.
+        # Each cell's place and look to the value last rendered there and its
+        # rendering: a new value takes the entry over, so stale renderings do
+        # not pile up. Made first: DataTable's set-up may already clear caches.
         self._rendered_cells: LRUCache[tuple[object, ...], tuple[Cell, CellLines]] = (
             LRUCache(CACHED_CELLS)
         )
@@ -51,21 +51,17 @@ class CachedCellTable(DataTable[Cell]):
         cursor: bool = False,
         hover: bool = False,
     ) -> CellLines:
-        # The header and row labels change rarely and DataTable caches them.
-        if row_index < 0 or column_index < 0:
+        # Row labels are not used here: DataTable renders them as it does.
+        if column_index < 0:
             return super()._render_cell(
                 row_index, column_index, base_style, width, cursor, hover
             )
 
-        row_key, column_key = self.coordinate_to_cell_key(
-            Coordinate(row_index, column_index)
-        )
-        value = self.get_cell(row_key, column_key)
+        value = self._cell_value(row_index, column_index)
         # Everything else the rendering depends on: the position (the mouse
         # metadata names it), the row's style (zebra stripes), the width, the
         # cursor and hover, and the focus state.
         key = (
-            id(value),
             row_index,
             column_index,
             base_style,
@@ -86,6 +82,16 @@ class CachedCellTable(DataTable[Cell]):
         )
         self._rendered_cells[key] = (value, lines)
         return lines
+
+    def _cell_value(self, row_index: int, column_index: int) -> Cell:
+        """The value shown at the cell; row -1 is the header (column labels)."""
+        if row_index < 0:
+            return self.ordered_columns[column_index].label
+
+        row_key, column_key = self.coordinate_to_cell_key(
+            Coordinate(row_index, column_index)
+        )
+        return self.get_cell(row_key, column_key)
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
