@@ -6,7 +6,8 @@ from mixer_console.console.format import (
     format_bytes,
     format_rate,
 )
-from mixer_console.console.widgets.live_table import Cell, LiveTable
+from mixer_console.console.widgets.cached_table import Cell
+from mixer_console.console.widgets.live_table import LiveTable
 from relay.control import ArtistView
 
 ARTIST_COLUMNS = (

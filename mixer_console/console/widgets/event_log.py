@@ -5,9 +5,9 @@ from collections import deque
 from collections.abc import Iterable
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from mixer_console.console.format import format_clock
+from mixer_console.console.widgets.cached_table import CachedCellTable
 from mixer_console.console.widgets.live_table import literal
 from relay.control import RelayEvent
 
@@ -52,7 +52,7 @@ def matches(event: RelayEvent, words: list[str]) -> bool:
     return True
 
 
-class EventLog(DataTable[str | Text]):
+class EventLog(CachedCellTable):
     """The latest events that match the filter; the newest row stays in view
     unless the operator moved the cursor up to read."""
 

@@ -3,10 +3,9 @@
 from collections.abc import Mapping, Sequence
 
 from rich.text import Text
-from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-Cell = str | Text
+from mixer_console.console.widgets.cached_table import CachedCellTable, Cell
 
 
 def literal(cell: Cell) -> Text:
@@ -15,7 +14,7 @@ def literal(cell: Cell) -> Text:
     return Text(cell) if isinstance(cell, str) else cell
 
 
-class LiveTable(DataTable[Cell]):
+class LiveTable(CachedCellTable):
     """Rows identified by a key; :meth:`sync` adds, removes and updates cells in
     place, so the view does not flicker and the cursor stays on its row.
 

@@ -1,7 +1,8 @@
 """The rooms of the relay, one row each."""
 
 from mixer_console.console.format import format_bytes, format_rate, sparkline
-from mixer_console.console.widgets.live_table import Cell, LiveTable
+from mixer_console.console.widgets.cached_table import Cell
+from mixer_console.console.widgets.live_table import LiveTable
 from relay.control import RoomView
 
 ROOM_COLUMNS = (

@@ -37,6 +37,7 @@ class TotalsBar(Static):
 
     DEFAULT_CSS = """
     TotalsBar {
+        width: 1fr;
         height: 1;
         background: $panel;
         padding: 0 1;
@@ -83,6 +84,8 @@ class TotalsBar(Static):
             line.append(self._state, style="bold red")
 
         # Only a changed line is repainted: updates come several times a second.
+        # The bar is one line across the screen whatever it holds, so no
+        # layout pass (the whole screen's) is needed.
         if line != self._shown:
             self._shown = line
-            self.update(line)
+            self.update(line, layout=False)
