@@ -2,7 +2,7 @@
 fake GitHub) serving the real app, in process or attached over the admin
 socket, and a real Blender connection from the leased address."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,37 +13,23 @@ from mixer_console.console.app import MixerConsole
 from mixer_console.console.screens.bans import BansScreen
 from mixer_console.console.screens.dialogs import ConfirmDialog
 from relay.admin_client import AdminClient
-from relay.config import Settings
 from relay.control import RelayControl
 from tests.console.conftest import Console
 from tests.console.consoles import OPERATOR
 from tests.console.test_bad_input import notifications
-from tests.control.admin_helpers import private_socket_dir
-from tests.control.test_admin_socket import wait_for_socket
-from tests.login_relay import LoginRelay, login_settings, running_login_relay
+from tests.control.admin_helpers import running_login_relay_with_admin
+from tests.login_relay import LoginRelay
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    with private_socket_dir() as directory:
-        yield directory
-
-
-@pytest.fixture
-def settings(socket_dir: Path, tmp_path: Path) -> Settings:
-    return login_settings(tmp_path / "data", admin_socket=socket_dir / "admin.sock")
-
-
-@pytest.fixture
-async def login_relay(settings: Settings) -> AsyncIterator[LoginRelay]:
-    async with running_login_relay(settings) as relay:
-        await wait_for_socket(settings)
+async def login_relay(tmp_path: Path) -> AsyncIterator[LoginRelay]:
+    async with running_login_relay_with_admin(tmp_path / "data") as relay:
         yield relay
 
 
 @pytest.fixture(params=["in-process", "attached"])
 async def control(
-    request: pytest.FixtureRequest, login_relay: LoginRelay, settings: Settings
+    request: pytest.FixtureRequest, login_relay: LoginRelay
 ) -> AsyncIterator[RelayControl]:
     """The relay as the console drives it: its own LocalControl, or an
     AdminClient over its admin socket."""
@@ -51,7 +37,7 @@ async def control(
         yield login_relay.server.control
         return
 
-    path = settings.admin_socket_path()
+    path = login_relay.server.settings.admin_socket_path()
     assert path is not None
     client = AdminClient(path)
     yield client

@@ -3,14 +3,16 @@
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from relay.config import Settings
 from relay.line_socket import LineSocket
+from tests.login_relay import LoginRelay, login_settings, running_login_relay
 
 TIMEOUT = 10.0
 
@@ -24,6 +26,28 @@ def private_socket_dir() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_login_relay_with_admin(data_dir: Path) -> AsyncIterator[LoginRelay]:
+    """A relay with login (running_login_relay) that also serves its admin socket,
+    at ``relay.server.settings.admin_socket_path()``, ready when yielded."""
+    with private_socket_dir() as socket_dir:
+        settings = login_settings(data_dir, admin_socket=socket_dir / "admin.sock")
+        async with running_login_relay(settings) as relay:
+            await wait_for_socket(relay.server.settings)
+            yield relay
+
+
+async def wait_for_socket(settings: Settings) -> None:
+    """Wait until the relay's admin socket exists."""
+    path = settings.admin_socket_path()
+    assert path is not None
+    for _ in range(200):
+        if path.exists():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
 
 
 class RawConsole:

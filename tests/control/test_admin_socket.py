@@ -19,7 +19,7 @@ from relay.config import Settings
 from relay.control import OperationRefused, RelaySnapshot
 from relay.line_socket import LineSocket
 from relay.server import RelayServer
-from tests.control.admin_helpers import RawConsole, private_socket_dir
+from tests.control.admin_helpers import RawConsole, private_socket_dir, wait_for_socket
 from tests.control.test_operations import OPERATOR, commands
 from tests.mixer_client import MixerClient
 from tests.relays import running_relay
@@ -47,16 +47,6 @@ async def relay(admin_settings: Settings) -> AsyncIterator[RelayServer]:
     async with running_relay(admin_settings) as server:
         await wait_for_socket(admin_settings)
         yield server
-
-
-async def wait_for_socket(settings: Settings) -> None:
-    path = settings.admin_socket_path()
-    assert path is not None
-    for _ in range(200):
-        if path.exists():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError(f"{path} never appeared")
 
 
 async def client_in_room(relay: RelayServer) -> MixerClient:

@@ -11,9 +11,13 @@ from relay.admin_client import AdminClient
 from relay.config import Settings
 from relay.control import Lease, OperationRefused
 from relay.messages import MessageType
-from tests.control.admin_helpers import RawConsole, private_socket_dir
-from tests.control.test_admin_socket import wait_for_socket
-from tests.login_relay import LoginRelay, login_settings, running_login_relay
+from tests.control.admin_helpers import (
+    RawConsole,
+    private_socket_dir,
+    running_login_relay_with_admin,
+    wait_for_socket,
+)
+from tests.login_relay import LoginRelay
 from tests.mixer_client import error_text
 from tests.relays import running_relay
 
@@ -27,20 +31,14 @@ def socket_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def settings(socket_dir: Path, tmp_path: Path) -> Settings:
-    return login_settings(tmp_path / "data", admin_socket=socket_dir / "admin.sock")
-
-
-@pytest.fixture
-async def login_relay(settings: Settings) -> AsyncIterator[LoginRelay]:
-    async with running_login_relay(settings) as relay:
-        await wait_for_socket(settings)
+async def login_relay(tmp_path: Path) -> AsyncIterator[LoginRelay]:
+    async with running_login_relay_with_admin(tmp_path / "data") as relay:
         yield relay
 
 
 @pytest.fixture
-async def admin(settings: Settings) -> AsyncIterator[AdminClient]:
-    path = settings.admin_socket_path()
+async def admin(login_relay: LoginRelay) -> AsyncIterator[AdminClient]:
+    path = login_relay.server.settings.admin_socket_path()
     assert path is not None
     client = AdminClient(path)
     yield client
@@ -125,11 +123,11 @@ async def test_revoking_an_address_without_lease_is_refused(
 
 
 async def test_malformed_lease_requests_are_bad_requests(
-    login_relay: LoginRelay, settings: Settings
+    login_relay: LoginRelay,
 ) -> None:
     """A revoke_lease without operator, with a number for an address, or with
     an unknown parameter gets bad_request, and the connection stays usable."""
-    path = settings.admin_socket_path()
+    path = login_relay.server.settings.admin_socket_path()
     assert path is not None
     raw = await RawConsole.attach(path)
     requests = [
