@@ -62,6 +62,8 @@ class Node:
             **os.environ,
             "MIXER_HOST": "127.0.0.1",
             "MIXER_PORT": "0",
+            # Three nodes on one host cannot share the default HTTP port.
+            "MIXER_HTTP_PORT": "0",
             "MIXER_DATA_DIR": str(self.data_dir),
             "MIXER_LOG_FORMAT": "json",
             "MIXER_RAFT_SELF": self.raft_address,
