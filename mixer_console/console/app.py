@@ -19,6 +19,11 @@ from mixer_console.console.messages import (
     SnapshotArrived,
 )
 from mixer_console.console.screens.dashboard import DashboardScreen
+from mixer_console.console.terminal import (
+    HangupSafeDriver,
+    detach_from_terminal,
+    is_terminal_gone,
+)
 from relay.control import RelayControl
 
 log = logging.getLogger(__name__)
@@ -51,8 +56,8 @@ class MixerConsole(App[None]):
         where: the relay in a few words ("127.0.0.1:12800", a socket path).
         hosted: the relay to run in this process, if any.
         handle_signals: stop on SIGINT, SIGTERM and SIGHUP like the headless
-            relay (for the command line; tests leave the process's handlers
-            alone).
+            relay, and on a terminal that hangs up (for the command line; tests
+            leave the process's handlers alone).
     """
 
     CSS_PATH = "app.tcss"
@@ -71,7 +76,8 @@ class MixerConsole(App[None]):
         hosted: HostedRelay | None = None,
         handle_signals: bool = False,
     ) -> None:
-        super().__init__()
+        # The hangup-safe driver raises SIGHUP, so it needs the handler.
+        super().__init__(driver_class=HangupSafeDriver if handle_signals else None)
         self.control = control
         self.operator = operator
         self.hosted = hosted
@@ -95,6 +101,11 @@ class MixerConsole(App[None]):
 
     def _stop_on_signal(self, signum: int) -> None:
         log.info("relay.stopping", extra={"signal": signal.Signals(signum).name})
+        if signum == signal.SIGHUP and is_terminal_gone():
+            # Before the app's last writes, which a dead terminal would fail.
+            detach_from_terminal()
+            log.info("console.terminal_gone")
+
         self.run_worker(self.action_quit(), group="quit")
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:

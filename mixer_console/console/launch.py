@@ -69,9 +69,6 @@ def run_hosted_console(server: RelayServer) -> None:
         server.close()
 
 
-# Known limit: when the console's terminal hangs up (its tmux server or SSH
-# connection killed), Textual 8's writer thread dies writing to it and the app's
-# shutdown blocks on that thread's full queue, so the process never exits.
 def run_attached_console(socket: Path) -> None:
     """Run the console on the relay whose admin socket is ``socket`` until the
     operator quits; a relay that stops is shown as such and found again."""

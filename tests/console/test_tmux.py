@@ -14,8 +14,9 @@ import anyio
 import pytest
 from anyio.abc import ByteReceiveStream
 
+from relay.messages import MessageType
 from tests.control.admin_helpers import private_socket_dir
-from tests.mixer_client import MixerClient
+from tests.mixer_client import MixerClient, room_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TMUX = shutil.which("tmux")
@@ -23,6 +24,7 @@ WAIT_TIMEOUT = 20.0
 POLL_SECONDS = 0.1
 LOCAL_ANY_PORT = ("--host", "127.0.0.1", "--port", "0")
 POLLS = int(WAIT_TIMEOUT / POLL_SECONDS)
+COMMAND = room_command(MessageType.BLENDER_DATA_UPDATE, b"x" * 986)
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,10 +40,12 @@ class Pane:
     def __init__(self, socket: Path) -> None:
         self.socket = socket
 
-    async def tmux(self, *arguments: str) -> str:
+    async def tmux(self, *arguments: str, check: bool = True) -> str:
         assert TMUX is not None
         with anyio.fail_after(WAIT_TIMEOUT):
-            done = await anyio.run_process([TMUX, "-S", str(self.socket), *arguments])
+            done = await anyio.run_process(
+                [TMUX, "-S", str(self.socket), *arguments], check=check
+            )
 
         return done.stdout.decode()
 
@@ -81,7 +85,8 @@ async def console_pane(arguments: str, data_dir: Path) -> AsyncIterator[Pane]:
         try:
             yield pane
         finally:
-            await pane.tmux("kill-server")
+            # A test that hung the terminal up has killed the server already.
+            await pane.tmux("kill-server", check=False)
 
 
 async def logged_events(log_file: Path) -> list[dict[str, object]]:
@@ -245,3 +250,103 @@ async def test_signal_stops_the_console_gracefully(tmp_path: Path) -> None:
         env={**os.environ, "MIXER_DATA_DIR": str(data_dir)},
     )
     assert [room["name"] for room in json.loads(listing.stdout)] == ["kept-room"]
+
+
+def has_ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie nobody has reaped yet."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+
+    # The state follows the command name, which is in parentheses.
+    return status.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def until_ended(pid: int) -> None:
+    with anyio.move_on_after(WAIT_TIMEOUT):
+        for _ in range(POLLS):
+            if has_ended(pid):
+                return
+
+            await anyio.sleep(POLL_SECONDS)
+
+    # The test started it: a console left hanging must not outlive the test.
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"process {pid} still ran after its terminal hung up")
+
+
+async def stored_rooms(data_dir: Path) -> dict[str, int]:
+    """Room name -> stored command count, read by a one-off ``rooms`` command
+    (which a data folder still locked by a live relay would refuse)."""
+    listing = await anyio.run_process(
+        [sys.executable, "-m", "mixer_console", "rooms", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(data_dir)},
+    )
+    return {room["name"]: room["command_count"] for room in json.loads(listing.stdout)}
+
+
+async def test_terminal_hangup_stops_the_hosted_console(tmp_path: Path) -> None:
+    """When the console's terminal vanishes (its tmux server killed, as when an
+    SSH connection drops), the process ends by itself: the relay stops, the
+    store is flushed with every command, and the room is kept for the next
+    start."""
+    data_dir = tmp_path / "data"
+    async with console_pane("--host 127.0.0.1 --port 0", data_dir) as pane:
+        client = await MixerClient.connect(await relay_port(data_dir / "console.log"))
+        await client.handshake("ada")
+        await client.create_room("kept-room", commands=[COMMAND] * 50)
+        await pane.until_shown("kept-room")
+        pane_pid = int(await pane.tmux("display-message", "-p", "#{pane_pid}"))
+        console = console_pid(pane_pid)
+
+        await pane.tmux("kill-server")
+        await until_ended(console)
+        await client.aclose()
+
+    events = await logged_events(data_dir / "console.log")
+    assert "console.terminal_gone" in [event["event"] for event in events]
+    stopped = [event for event in events if event["event"] == "relay.stopped"]
+    assert stopped and stopped[-1]["store_flushed"] is True
+    assert await stored_rooms(data_dir) == {"kept-room": 50}
+
+
+async def test_terminal_hangup_ends_an_attached_console(tmp_path: Path) -> None:
+    """An attached console whose terminal vanishes ends by itself; the relay it
+    watched goes on serving."""
+    with private_socket_dir() as socket_dir:
+        socket = socket_dir / "admin.sock"
+        relay = await anyio.open_process(
+            [sys.executable, "-m", "mixer_console", "--no-ui", *LOCAL_ANY_PORT],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "MIXER_DATA_DIR": str(tmp_path / "relay-data"),
+                "MIXER_ADMIN_SOCKET": str(socket),
+                "MIXER_LOG_FORMAT": "json",
+            },
+            stderr=None,
+        )
+        try:
+            assert relay.stdout is not None
+            started = json.loads(await first_line(relay.stdout))
+            async with console_pane(
+                f"attach --socket {socket}", tmp_path / "console-data"
+            ) as pane:
+                await pane.until_shown("Rooms")
+                pane_pid = int(await pane.tmux("display-message", "-p", "#{pane_pid}"))
+                console = console_pid(pane_pid)
+
+                await pane.tmux("kill-server")
+                await until_ended(console)
+
+            client = await MixerClient.connect(int(started["port"]))
+            await client.handshake("ada")
+            await client.aclose()
+            assert relay.returncode is None
+        finally:
+            if relay.returncode is None:
+                relay.kill()
+
+            await relay.aclose()
