@@ -92,7 +92,8 @@ class Broadcaster:
         # While clustered the applier writes the database and the journal is
         # idle; the store is still where histories and rooms are read from.
         self.store = store if cluster is None else None
-        self._loading_store = store
+        self.database = store
+        """Where rooms and histories are read from, clustered or not."""
         self._history_store: CommandStore | None = (
             cluster.history_store if cluster is not None else store
         )
@@ -627,7 +628,7 @@ class Broadcaster:
         and are deleted after it if still empty. A room whose scene upload never
         finished could never be joined, and is deleted at once.
         """
-        store = self._loading_store
+        store = self.database
         if store is None:
             return
 

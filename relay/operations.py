@@ -34,6 +34,7 @@ from relay.room_history import (
     read_prefix,
     summary_of,
 )
+from store.replication import JOURNAL_NAME, SNAPSHOT_NAME
 from store.roomfile import RoomFileError, write_room_file
 
 # The longest ban an operator can set: ten years.
@@ -125,7 +126,6 @@ class Operations:
 
     async def history_page(self, name: str, start: int, count: int) -> HistoryPage:
         """Commands ``start`` to ``start + count - 1`` of a room (from 1)."""
-        self._refuse_on_cluster("reading a history")
         room = self._room(name)
         last_start = len(room.history) + 1
         if not (1 <= start <= last_start and 0 <= count <= MAX_PAGE_COMMANDS):
@@ -136,7 +136,7 @@ class Operations:
             )
 
         total, records = await read_page(
-            room, self._broadcaster.store, start - 1, count
+            room, self._broadcaster.database, start - 1, count
         )
         summaries = tuple(
             summary_of(start + offset, record) for offset, record in enumerate(records)
@@ -145,10 +145,10 @@ class Operations:
 
     async def command(self, name: str, index: int) -> CommandDetail:
         """Inspect the command at ``index`` (from 1) of a room's history."""
-        self._refuse_on_cluster("inspecting a command")
         room = self._room(name)
         self._check_index(room, index, lowest=1)
-        _total, records = await read_page(room, self._broadcaster.store, index - 1, 1)
+        database = self._broadcaster.database
+        _total, records = await read_page(room, database, index - 1, 1)
         if not records:
             raise OperationRefused(
                 f"room {name!r} has no command {index} any more (it has "
@@ -275,7 +275,6 @@ class Operations:
     async def export_room(self, name: str, path: Path, operator: str) -> int:
         """Write a room file of the room as it is now; returns its size."""
         _check_operator(operator)
-        self._refuse_on_cluster("an export")
         if not path.is_absolute():
             raise OperationRefused(
                 f"the export path must be absolute (the relay's working directory "
@@ -289,26 +288,29 @@ class Operations:
             )
 
         broadcaster = self._broadcaster
-        if broadcaster.store is not None:
-            await _refuse_store_files(path, broadcaster.store.path)
+        database = broadcaster.database
+        if database is not None:
+            await _refuse_store_files(
+                path, database.path, is_clustered=broadcaster.cluster is not None
+            )
 
         room = self._room(name)
         attributes = room.attributes()
         history = room.history
         removals = history.removals
         try:
-            if broadcaster.store is None:
+            if database is None:
                 wires = [bytes(entry.wire) for entry in history.recent]
                 await anyio.to_thread.run_sync(write_room_file, path, attributes, wires)
             else:
                 until_seq = history.last_seq
-                if not await broadcaster.store.wait_written(STORE_WAIT_SECONDS):
+                if not await database.wait_written(STORE_WAIT_SECONDS):
                     raise OperationRefused(
                         f"the store has not written room {name!r} within "
                         f"{STORE_WAIT_SECONDS:g} s; try again later"
                     )
 
-                await broadcaster.store.export_history(
+                await database.export_history(
                     room.store_id, until_seq, attributes, path
                 )
         except RoomFileError as exc:
@@ -326,8 +328,8 @@ class Operations:
         return size
 
     def _refuse_on_cluster(self, action: str) -> None:
-        # Known limit: history reads, forks, rewinds and exports are not built for
-        # a cluster node yet (its database is written only by the Raft log).
+        # Known limit: forks and rewinds are not built for a cluster node yet (they
+        # would have to travel through the Raft log); history reads and exports are.
         if self._broadcaster.cluster is not None:
             raise OperationRefused(
                 f"{action} is not available on a cluster node in this version"
@@ -406,10 +408,13 @@ def _shown_number(value: float) -> str:
 _DATABASE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
-async def _refuse_store_files(path: Path, database: Path) -> None:
+async def _refuse_store_files(
+    path: Path, database: Path, *, is_clustered: bool
+) -> None:
     """Refuse an export onto the store's database or its companion files, which
     the room file would replace (the rename is atomic, so the relay would write on
-    into an unlinked file and start with no rooms next time).
+    into an unlinked file and start with no rooms next time), or onto a cluster
+    node's Raft journal and snapshot.
 
     Raises:
         OperationRefused: ``path`` is one of them, by name or through links.
@@ -430,3 +435,14 @@ async def _refuse_store_files(path: Path, database: Path) -> None:
                 f"{str(path)!r} is the relay's own database "
                 f"({stored.name + suffix}); export elsewhere"
             )
+
+    # pysyncobj also writes temporary files beside these, named after them.
+    if (
+        is_clustered
+        and target.parent == stored.parent
+        and target.name.startswith((JOURNAL_NAME, SNAPSHOT_NAME))
+    ):
+        raise OperationRefused(
+            f"{str(path)!r} is this cluster node's own Raft file ({target.name}); "
+            "export elsewhere"
+        )
