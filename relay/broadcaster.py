@@ -53,7 +53,10 @@ from store.apply import (
     CommandCommitted,
     LeaseGranted,
     LeaseRevoked,
+    OperationSkipped,
     RoomDeleted,
+    RoomForked,
+    RoomRewound,
     RoomSaved,
 )
 from store.repository import HistorySummary, RoomRecord
@@ -108,6 +111,11 @@ class Broadcaster:
         kept in step with other nodes' grants and revocations."""
         # Names of rooms an operator is creating (a fork being written).
         self.reserved_names: set[str] = set()
+        self.awaited_operations: dict[
+            tuple[str, str], Callable[[str | None], None]
+        ] = {}
+        """Forks and rewinds proposed here, by action and room, each told when
+        the cluster applied it (None) or skipped it (why)."""
         self._max_unwritten_bytes = max_unwritten_bytes
         self._sequence = store.allocate_seq if store else itertools.count(1).__next__
         self._rooms_with_new_statistics = RoomMarks()
@@ -686,12 +694,22 @@ class Broadcaster:
                 last_frame.size,
             )
 
+        return self._room_of(record, summary.command_count, summary.byte_size, last)
+
+    def _room_of(
+        self,
+        record: RoomRecord,
+        command_count: int,
+        byte_size: int,
+        last: LastCommand | None,
+    ) -> Room:
+        """The room of a stored row whose history is already in the store."""
         history = History(
             self._sequence,
             self._history_store,
             record.id,
-            command_count=summary.command_count,
-            byte_size=summary.byte_size,
+            command_count=command_count,
+            byte_size=byte_size,
             last=last,
         )
         return Room(
@@ -761,6 +779,12 @@ class Broadcaster:
                 self._apply_room(event)
             elif isinstance(event, RoomDeleted):
                 self._apply_deletion(event)
+            elif isinstance(event, RoomForked):
+                self._apply_fork(event)
+            elif isinstance(event, RoomRewound):
+                self._apply_rewind(event)
+            elif isinstance(event, OperationSkipped):
+                self._settle(event.origin, event.action, event.room, event.reason)
             elif self.cluster is not None and event.origin != self.cluster.node_id:
                 # This node's own change was made in memory when it was made.
                 self._apply_access(event)
@@ -844,6 +868,42 @@ class Broadcaster:
             self._send_to_all(
                 _json_frame(MessageType.ROOM_UPDATE, {room.name: changed})
             )
+
+    def _apply_fork(self, event: RoomForked) -> None:
+        record = event.record
+        if record.name in self.rooms:
+            # An artist here created that name before the cluster committed it.
+            log.warning("cluster.fork_hidden", extra={"room": record.name})
+        else:
+            room = self._room_of(record, event.count, event.byte_size, event.last)
+            self.rooms[room.name] = room
+            log.info("room.created", extra={"room": room.name})
+            self.events.record("room", "created", room=room.name)
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+            )
+
+        self._settle(event.origin, "fork", record.name, None)
+
+    def _apply_rewind(self, event: RoomRewound) -> None:
+        room = self.rooms.get(event.name)
+        if room is not None:
+            room.history.cut(event.last, event.count, event.byte_size)
+            for member in list(room.members):
+                self.resync(member)
+
+            self.mark_statistics(room)
+
+        self._settle(event.origin, "rewind", event.name, None)
+
+    def _settle(self, origin: str, action: str, room: str, refusal: str | None) -> None:
+        """Tell the operation waiting here for ``action`` on ``room`` that the
+        cluster applied it (``refusal`` None) or skipped it."""
+        assert self.cluster is not None
+        if origin == self.cluster.node_id:
+            settle = self.awaited_operations.pop((action, room), None)
+            if settle is not None:
+                settle(refusal)
 
     def _apply_deletion(self, event: RoomDeleted) -> None:
         room = self.rooms.get(event.name)

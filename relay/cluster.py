@@ -217,6 +217,18 @@ class ClusterLink:
         """Propose deleting a room and its history."""
         self._add(("delete", self.node_id, name), 0, None)
 
+    def propose_fork(
+        self, source: str, count: int, fork: str, created_at: float
+    ) -> None:
+        """Propose an operator's fork: every node copies the first ``count``
+        commands of ``source`` into the new room ``fork`` in its own database."""
+        self._add(("fork", self.node_id, source, count, fork, created_at), 0, None)
+
+    def propose_rewind(self, room: str, count: int) -> None:
+        """Propose an operator's rewind of ``room`` to its first ``count``
+        commands, which every node applies to its own database and members."""
+        self._add(("rewind", self.node_id, room, count), 0, None)
+
     # Known limit: a lease, ban or audit entry proposed while the cluster cannot
     # commit for GIVE_UP_SECONDS is abandoned, and then holds on this node only
     # until it restarts.
@@ -514,8 +526,7 @@ class ClusterHistoryStore:
         """Nothing to do: the applier applied the merge rule."""
 
     def truncate_history(self, room_id: int, after_seq: int) -> None:
-        """Never called: rewinds are refused on a cluster node."""
-        raise RuntimeError("a clustered history is never cut by the relay")
+        """Nothing to do: the applier cut the rows of a committed rewind."""
 
     async def read(
         self, room_id: int, after_seq: int, until_seq: int, max_bytes: int

@@ -8,6 +8,7 @@ plain reason.
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ import anyio.to_thread
 from relay.bans import address_subject, login_subject
 from relay.broadcaster import Broadcaster
 from relay.client import Client
+from relay.cluster import ClusterLink
 from relay.control import (
     Ban,
     CommandDetail,
@@ -169,13 +171,34 @@ class Operations:
         """Create ``new_name`` with the first ``index`` commands of ``name``, the
         same versions and attributes; artists can join it at once."""
         _check_operator(operator)
-        self._refuse_on_cluster("a fork")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
         self._check_free(new_name)
+        if broadcaster.cluster is not None:
+            await self._through_cluster(
+                "fork",
+                new_name,
+                lambda cluster: cluster.propose_fork(
+                    name, index, new_name, time.time()
+                ),
+            )
+        else:
+            await self._fork_here(room, index, new_name)
+
+        broadcaster.audit.record(
+            operator,
+            "fork_room",
+            name,
+            f"first {index} commands into {new_name!r}",
+            room=new_name,
+        )
+
+    async def _fork_here(self, room: Room, index: int, new_name: str) -> None:
+        """Fork on a relay of its own: in memory, or copied inside its store."""
+        broadcaster = self._broadcaster
         prefix = await read_prefix(room, broadcaster.store, index)
-        check_unchanged(self._joinable_room(name), room, prefix, "fork")
+        check_unchanged(self._joinable_room(room.name), room, prefix, "fork")
         self._check_free(new_name)
 
         store = broadcaster.store
@@ -202,13 +225,6 @@ class Operations:
         # Known limit: a fork without keep_open that nobody joins stays until the
         # relay restarts (rooms are otherwise deleted when their last member leaves).
         broadcaster.add_room(fork)
-        broadcaster.audit.record(
-            operator,
-            "fork_room",
-            name,
-            f"first {index} commands into {new_name!r}",
-            room=new_name,
-        )
 
     async def _copy_in_store(self, room: Room, fork: Room, prefix: Prefix) -> History:
         """Copy the prefix of ``room`` into ``fork``'s new rows, inside the
@@ -255,22 +271,86 @@ class Operations:
         """Cut a room back to its first ``index`` commands and resynchronise its
         members (CLEAR_CONTENT, the history, JOIN_ROOM)."""
         _check_operator(operator)
-        self._refuse_on_cluster("a rewind")
         broadcaster = self._broadcaster
         room = self._joinable_room(name)
         self._check_index(room, index, lowest=0)
-        prefix = await read_prefix(room, broadcaster.store, index)
-        check_unchanged(self._joinable_room(name), room, prefix, "rewind")
-
         cut = len(room.history) - index
-        room.history.cut(prefix.last, prefix.count, prefix.byte_size)
-        for member in list(room.members):
-            broadcaster.resync(member)
+        if broadcaster.cluster is not None:
+            # Every node cuts its own rows and resynchronises its own members.
+            await self._through_cluster(
+                "rewind", name, lambda cluster: cluster.propose_rewind(name, index)
+            )
+        else:
+            prefix = await read_prefix(room, broadcaster.store, index)
+            check_unchanged(self._joinable_room(name), room, prefix, "rewind")
+            room.history.cut(prefix.last, prefix.count, prefix.byte_size)
+            for member in list(room.members):
+                broadcaster.resync(member)
 
-        broadcaster.mark_statistics(room)
+            broadcaster.mark_statistics(room)
+
         broadcaster.audit.record(
             operator, "rewind_room", name, f"to {index} commands ({cut} cut)", room=name
         )
+
+    async def _through_cluster(
+        self, action: str, room: str, propose: Callable[[ClusterLink], None]
+    ) -> None:
+        """Propose an operator's fork or rewind through the Raft log and wait
+        until this node applied it.
+
+        Raises:
+            OperationRefused: this node has no quorum, the log skipped the
+                change (the rooms changed meanwhile), or it was not committed
+                in time (it may still be, later).
+        """
+        broadcaster = self._broadcaster
+        cluster = broadcaster.cluster
+        assert cluster is not None
+        if not cluster.is_available:
+            raise OperationRefused(
+                f"this cluster node has no quorum, so the {action} cannot be "
+                "committed; use a console on a healthy node"
+            )
+
+        key = (action, room)
+        if key in broadcaster.awaited_operations:
+            raise OperationRefused(
+                f"a {action} of room {room!r} is already waiting for the cluster"
+            )
+
+        settled = anyio.Event()
+        refusals: list[str] = []
+
+        def settle(refusal: str | None) -> None:
+            if refusal is not None:
+                refusals.append(refusal)
+
+            settled.set()
+
+        broadcaster.awaited_operations[key] = settle
+        # A fork's name is kept from artists here until the cluster decides.
+        reserved = action == "fork" and room not in broadcaster.reserved_names
+        if reserved:
+            broadcaster.reserved_names.add(room)
+
+        try:
+            propose(cluster)
+            with anyio.move_on_after(STORE_WAIT_SECONDS):
+                await settled.wait()
+        finally:
+            broadcaster.awaited_operations.pop(key, None)
+            if reserved:
+                broadcaster.reserved_names.discard(room)
+
+        if not settled.is_set():
+            raise OperationRefused(
+                f"the cluster did not commit the {action} within "
+                f"{STORE_WAIT_SECONDS:g} s; it may still take effect later"
+            )
+
+        if refusals:
+            raise OperationRefused(f"the cluster skipped the {action}: {refusals[0]}")
 
     async def export_room(self, name: str, path: Path, operator: str) -> int:
         """Write a room file of the room as it is now; returns its size."""
@@ -326,14 +406,6 @@ class Operations:
             operator, "export_room", name, f"{size} bytes to {path}", room=name
         )
         return size
-
-    def _refuse_on_cluster(self, action: str) -> None:
-        # Known limit: forks and rewinds are not built for a cluster node yet (they
-        # would have to travel through the Raft log); history reads and exports are.
-        if self._broadcaster.cluster is not None:
-            raise OperationRefused(
-                f"{action} is not available on a cluster node in this version"
-            )
 
     def _client(self, client_id: str) -> Client:
         client = self._broadcaster.clients.get(client_id)

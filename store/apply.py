@@ -23,12 +23,12 @@ releases the same entries at the same log positions.
 import json
 import logging
 import marshal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlite_utils
 
-from relay.history import merge_key
+from relay.history import LastCommand, merge_key
 from relay.messages import is_stored
 from relay.protocol import HEADER
 from store.access import LeaseRecord, delete_lease, save_lease
@@ -41,13 +41,21 @@ from store.operators import (
 )
 from store.repository import (
     RoomRecord,
+    copy_history,
     delete_commands,
     delete_room,
     insert_commands,
+    load_rooms,
+    prefix_size,
+    read_page,
     save_room,
+    truncate_history,
 )
 
 log = logging.getLogger(__name__)
+
+# Bytes of a command read to find its merge key (the path it starts with).
+HEAD_BYTES = 64 * 1024
 
 # The entry number of an abandonment, which is applied whatever its position.
 ABANDON = 0
@@ -94,6 +102,42 @@ class CommandCommitted:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomForked:
+    """An operator on ``origin`` created ``record``'s room from the first
+    ``count`` commands of ``source``."""
+
+    origin: str
+    record: RoomRecord
+    source: str
+    count: int
+    byte_size: int
+    last: LastCommand | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRewound:
+    """An operator on ``origin`` cut a room's history back to its first
+    ``count`` commands."""
+
+    origin: str
+    name: str
+    count: int
+    byte_size: int
+    last: LastCommand | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSkipped:
+    """An operator's fork or rewind proposed by ``origin`` could not be applied
+    (the log had changed the rooms since it was proposed)."""
+
+    origin: str
+    action: str
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseGranted:
     """A lease was granted (or replaced) by ``origin``."""
 
@@ -136,6 +180,9 @@ class AuditAppended:
 Applied = (
     RoomSaved
     | RoomDeleted
+    | RoomForked
+    | RoomRewound
+    | OperationSkipped
     | CommandCommitted
     | LeaseGranted
     | LeaseRevoked
@@ -336,6 +383,12 @@ class EntryApplier:
         if name == "part":
             return self._add_part(*_shape(operation, 9))
 
+        if name == "fork":
+            return self._fork_room(*_shape(operation, 6))
+
+        if name == "rewind":
+            return self._rewind_room(*_shape(operation, 4))
+
         if name in ACCESS_OPERATIONS:
             return self._apply_access(operation)
 
@@ -387,6 +440,82 @@ class EntryApplier:
         delete_room(self._db, room_id)
         self._last_commands.pop(room_id, None)
         return RoomDeleted(str(origin), room)
+
+    def _fork_room(
+        self,
+        _name: str,
+        origin: str,
+        source: str,
+        count: int,
+        fork: str,
+        created_at: float,
+    ) -> RoomForked | OperationSkipped:
+        _require(isinstance(fork, str) and fork, "a room name")
+        _require(isinstance(count, int) and count >= 0, "a command count")
+        source_id = self._room_id(source)
+        prefix = self._prefix(source_id, count) if source_id is not None else None
+        if source_id is None or prefix is None:
+            reason = f"room {source!r} no longer has {count} commands"
+            return OperationSkipped(str(origin), "fork", fork, reason)
+
+        if self._room_id(fork) is not None:
+            reason = f"a room named {fork!r} was created meanwhile"
+            return OperationSkipped(str(origin), "fork", fork, reason)
+
+        # Like a fork on a single relay: the source's versions and attributes.
+        (source_record,) = [r for r in load_rooms(self._db) if r.id == source_id]
+        record = replace(
+            source_record,
+            id=self._new_room_id(),
+            name=fork,
+            joinable=True,
+            created_at=_time(created_at),
+        )
+        save_room(self._db, record)
+        byte_size, last = prefix
+        if last is not None:
+            first_seq = self._next_seq
+            copy_history(self._db, source_id, last.seq, record.id, first_seq)
+            self._next_seq += count
+            last = replace(last, seq=first_seq + count - 1)
+
+        return RoomForked(str(origin), record, str(source), count, byte_size, last)
+
+    def _rewind_room(
+        self, _name: str, origin: str, room: str, count: int
+    ) -> RoomRewound | OperationSkipped | None:
+        _require(isinstance(count, int) and count >= 0, "a command count")
+        room_id = self._room_id(room)
+        if room_id is None:
+            return None
+
+        prefix = self._prefix(room_id, count)
+        if prefix is None:
+            reason = f"room {room!r} no longer has {count} commands"
+            return OperationSkipped(str(origin), "rewind", room, reason)
+
+        byte_size, last = prefix
+        truncate_history(self._db, room_id, last.seq if last is not None else 0)
+        self._last_commands.pop(room_id, None)
+        return RoomRewound(str(origin), room, count, byte_size, last)
+
+    def _prefix(
+        self, room_id: int, count: int
+    ) -> tuple[int, LastCommand | None] | None:
+        """The wire bytes and newest command of a room's first ``count``
+        commands; None when it has fewer."""
+        if count == 0:
+            return 0, None
+
+        _total, records = read_page(self._db, room_id, count - 1, 1, HEAD_BYTES)
+        if not records:
+            return None
+
+        newest = records[0]
+        last = LastCommand(
+            newest.seq, newest.kind, merge_key(newest.kind, newest.head), newest.size
+        )
+        return prefix_size(self._db, room_id, newest.seq), last
 
     def _add_command(
         self,

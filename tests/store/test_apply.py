@@ -14,6 +14,9 @@ from store.apply import (
     EntryApplier,
     LeaseGranted,
     LeaseRevoked,
+    OperationSkipped,
+    RoomForked,
+    RoomRewound,
     RoomSaved,
 )
 from store.operators import AuditRecord, BanRecord
@@ -324,3 +327,89 @@ def test_apply_malformed_access_operation_is_skipped(db, operation) -> None:
     rows_now = access_rows(db)
     assert rows_now["bans"] == rows_now["audit"] == []
     assert [row[0] for row in rows_now["leases"]] == ["10.0.0.9"]
+
+
+def seeded(db, count: int) -> EntryApplier:
+    """An applier whose room "r" holds ``count`` commands /p0, /p1, ..."""
+    applier = EntryApplier(db)
+    operations: list[tuple[object, ...]] = [room_op()]
+    for index in range(count):
+        wire = encode_frame(300, encode_string(f"/p{index}") + bytes(10))
+        operations.append(command_op(wire, kind=300))
+
+    applier.apply(2, "s", 1, operations)
+    return applier
+
+
+def history(db, room: str) -> list[bytes]:
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT wire FROM commands WHERE room_id = "
+            "(SELECT id FROM rooms WHERE name = ?) ORDER BY seq",
+            [room],
+        )
+    ]
+
+
+def test_apply_fork_copies_the_first_commands_into_a_new_room(db) -> None:
+    """Every node copies the same prefix with the same new numbers; the event
+    says what the relay needs to serve the fork without reading it."""
+    applier = seeded(db, 5)
+    entry = applier.apply(3, "s", 2, [("fork", "n2", "r", 3, "r-at-3", 7.5)])
+
+    (forked,) = entry.events
+    assert isinstance(forked, RoomForked)
+    assert (forked.origin, forked.source, forked.count) == ("n2", "r", 3)
+    assert forked.record.name == "r-at-3" and forked.record.joinable
+    assert forked.record.created_at == 7.5
+    assert history(db, "r-at-3") == history(db, "r")[:3]
+    assert forked.byte_size == sum(len(wire) for wire in history(db, "r")[:3])
+    assert forked.last is not None and forked.last.merge_key == b"/p2"
+    assert forked.last.seq == max(
+        row[0] for row in db.execute("SELECT seq FROM commands")
+    )
+
+    later = encode_frame(300, encode_string("/new") + b"x")
+    applier.apply(4, "s", 3, [command_op(later, room="r-at-3", kind=300)])
+    assert history(db, "r-at-3")[-1] == later
+
+
+def test_apply_rewind_cuts_the_history_and_the_merge_rule_follows(db) -> None:
+    applier = seeded(db, 5)
+    entry = applier.apply(3, "s", 2, [("rewind", "n2", "r", 2)])
+
+    (rewound,) = entry.events
+    assert isinstance(rewound, RoomRewound)
+    assert (rewound.name, rewound.count) == ("r", 2)
+    assert len(history(db, "r")) == 2
+    assert rewound.last is not None and rewound.last.merge_key == b"/p1"
+
+    # The newest command is /p1 again, so a new /p1 replaces it.
+    again = encode_frame(300, encode_string("/p1") + b"y")
+    applier.apply(4, "s", 3, [command_op(again, kind=300)])
+    assert history(db, "r")[-1] == again and len(history(db, "r")) == 2
+
+
+@pytest.mark.parametrize(
+    "operation, reason",
+    [
+        (("fork", "n2", "r", 9, "r-at-9", 1.0), "no longer has 9 commands"),
+        (("fork", "n2", "gone", 1, "other", 1.0), "no longer has 1 commands"),
+        (("fork", "n2", "r", 1, "r", 1.0), "was created meanwhile"),
+        (("rewind", "n2", "r", 9), "no longer has 9 commands"),
+    ],
+)
+def test_apply_fork_or_rewind_the_log_outran_is_skipped(
+    db, operation: tuple[object, ...], reason: str
+) -> None:
+    """What the operator measured can be gone once the entry commits (merges,
+    a deletion, another room of that name): every node skips it alike."""
+    applier = seeded(db, 5)
+    before = rows(db)
+
+    (skipped,) = applier.apply(3, "s", 2, [operation]).events
+
+    assert isinstance(skipped, OperationSkipped)
+    assert reason in skipped.reason and skipped.origin == "n2"
+    assert rows(db) == before
