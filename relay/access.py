@@ -2,10 +2,14 @@
 as operators."""
 
 import logging
+from typing import TYPE_CHECKING
 
 from relay.config import Settings
 from relay.errors import LoginRefused
-from relay.github import GitHub
+
+if TYPE_CHECKING:
+    # Only a relay that requires login builds one (see relay.device_flow).
+    from relay.github import GitHub
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ class AccessPolicy:
         github: where logins and memberships are looked up.
     """
 
-    def __init__(self, settings: Settings, github: GitHub) -> None:
+    def __init__(self, settings: Settings, github: "GitHub") -> None:
         self._users = settings.allow_users
         self._orgs = sorted(settings.allow_orgs)
         self._operators = settings.operators

@@ -8,7 +8,6 @@ from relay.broadcaster import Broadcaster
 from relay.cluster import ClusterLink
 from relay.config import Settings
 from relay.gate import Gate
-from relay.github import GitHub
 from relay.http import (
     LOGIN_REQUESTS_PER_MINUTE,
     POLL_REQUESTS_PER_MINUTE,
@@ -66,6 +65,9 @@ def build_relay(
         )
         leases.restore()
         broadcaster.leases = leases
+        # Imported here: authlib is only loaded by a relay that requires login.
+        from relay.github import GitHub
+
         github = GitHub(settings)
         policy = AccessPolicy(settings, github)
         service = LoginService(github, policy, leases)

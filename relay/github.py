@@ -14,8 +14,6 @@ device-code request below.
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +21,7 @@ import httpx2
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from relay.config import Settings
+from relay.device_flow import DeviceCode, DevicePoll, DeviceState
 from relay.errors import LoginFailed
 
 log = logging.getLogger(__name__)
@@ -45,16 +44,6 @@ _API = {"Accept": "application/vnd.github+json"}
 DEFAULT_DEVICE_INTERVAL = 5
 
 
-class DeviceState(StrEnum):
-    """Where a device login stands after one token request."""
-
-    GRANTED = "granted"
-    PENDING = "pending"
-    SLOW_DOWN = "slow_down"
-    EXPIRED = "expired"
-    DENIED = "denied"
-
-
 # GitHub's error codes for a device token request that is not (yet) granted.
 _DEVICE_ERRORS = {
     "authorization_pending": DeviceState.PENDING,
@@ -62,25 +51,6 @@ _DEVICE_ERRORS = {
     "expired_token": DeviceState.EXPIRED,
     "access_denied": DeviceState.DENIED,
 }
-
-
-@dataclass(frozen=True)
-class DeviceCode:
-    """GitHub's answer to a device login request."""
-
-    device_code: str = field(repr=False)
-    user_code: str
-    verification_uri: str
-    expires_in: int
-    interval: int
-
-
-@dataclass(frozen=True)
-class DevicePoll:
-    """One device token request's outcome; ``token`` is set once granted."""
-
-    state: DeviceState
-    token: str = field(default="", repr=False)
 
 
 class GitHub:

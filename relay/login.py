@@ -19,13 +19,17 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from relay.access import AccessPolicy
+from relay.device_flow import DeviceCode, DeviceState
 from relay.errors import LoginFailed, LoginRefused
-from relay.github import DeviceCode, DeviceState, GitHub
 from relay.leases import LeaseBook, normalize_address
 from store.access import LeaseRecord
+
+if TYPE_CHECKING:
+    # Only a relay that requires login builds one (see relay.device_flow).
+    from relay.github import GitHub
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ class LoginService:
 
     def __init__(
         self,
-        github: GitHub,
+        github: "GitHub",
         policy: AccessPolicy,
         leases: LeaseBook,
         clock: Callable[[], float] = time.monotonic,
