@@ -6,9 +6,14 @@ by the relay connects again first, so a console that keeps calling ``snapshot``
 follows a relay restart by itself; while no relay answers, every call raises
 ``ConnectionError``. A request is never sent twice: one whose answer was lost
 (the relay stopped while working on it) raises ``ConnectionError`` too.
+
+The relay answers one request at a time per connection, so the history actions
+that can take long (a fork, a rewind, an export of a large room) go through a
+second connection: the console's views keep polling while one runs.
 """
 
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,17 @@ CONNECT_SECONDS = 5.0
 # Seconds a request may take: a fork or an export of a large room writes a lot.
 REQUEST_SECONDS = 120.0
 
+# The requests that read or write a room's whole history.
+LONG_METHODS = frozenset({"fork_room", "rewind_room", "export_room"})
+
+
+@dataclass
+class _Lane:
+    """One connection to the relay, used by one request at a time."""
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    stream: LineSocket | None = None
+
 
 class AdminClient:
     """A relay's RelayControl, reached through its admin socket.
@@ -55,20 +71,21 @@ class AdminClient:
     def __init__(self, path: Path, request_seconds: float = REQUEST_SECONDS) -> None:
         self.path = path
         self._request_seconds = request_seconds
-        self._stream: LineSocket | None = None
+        self._views = _Lane()
+        self._actions = _Lane()
         self._ids = itertools.count(1)
-        self._lock = anyio.Lock()
         self.relay_pid: int | None = None
         """The process id of the relay attached to, once connected."""
 
     @property
     def is_connected(self) -> bool:
-        """Tell whether the last call found the relay."""
-        return self._stream is not None
+        """Tell whether a connection to the relay is open (a call found it)."""
+        return self._views.stream is not None or self._actions.stream is not None
 
     async def aclose(self) -> None:
-        """Close the connection (the next call opens a new one)."""
-        self._forget_connection()
+        """Close the connections (the next call opens a new one)."""
+        self._forget_connection(self._views)
+        self._forget_connection(self._actions)
         await anyio.lowlevel.checkpoint()
 
     async def snapshot(self) -> RelaySnapshot:
@@ -160,12 +177,13 @@ class AdminClient:
             OperationRefused: the relay refused the request.
             ConnectionError: the relay cannot be reached, or broke the protocol.
         """
-        async with self._lock:
+        lane = self._actions if method in LONG_METHODS else self._views
+        async with lane.lock:
             request_id = next(self._ids)
             request = {"id": request_id, "method": method}
             request["params"] = encode_params(params)
             try:
-                stream = await self._connected()
+                stream = await self._connected(lane)
                 with anyio.fail_after(self._request_seconds):
                     await stream.send(encode_line(request))
                     answer = decode_line(await stream.receive_line(MAX_ANSWER_BYTES))
@@ -176,23 +194,23 @@ class AdminClient:
                 TimeoutError,
                 AdminProtocolError,
             ) as exc:
-                self._forget_connection()
+                self._forget_connection(lane)
                 raise ConnectionError(
                     f"cannot use the relay at {self.path}: {_describe(exc)}"
                 ) from exc
             except BaseException:
                 # Cancelled mid-request: the answer would arrive for nobody and
                 # be taken for the next request's.
-                self._forget_connection()
+                self._forget_connection(lane)
                 raise
 
-            return self._result_of(method, request_id, answer)
+            return self._result_of(lane, method, request_id, answer)
 
     def _result_of(
-        self, method: str, request_id: object, answer: dict[str, Any]
+        self, lane: _Lane, method: str, request_id: object, answer: dict[str, Any]
     ) -> Any:
         if answer.get("id") != request_id:
-            self._forget_connection()
+            self._forget_connection(lane)
             raise ConnectionError(
                 f"the relay answered request {answer.get('id')!r} to request "
                 f"{request_id!r}"
@@ -211,14 +229,14 @@ class AdminClient:
         except AdminProtocolError as exc:
             raise ConnectionError(str(exc)) from exc
 
-    async def _connected(self) -> LineSocket:
-        if self._stream is not None and self._stream.is_closed_by_peer():
+    async def _connected(self, lane: _Lane) -> LineSocket:
+        if lane.stream is not None and lane.stream.is_closed_by_peer():
             # The relay went away since the last call (and may be back): a new
             # connection, rather than a request sent to nobody.
-            self._forget_connection()
+            self._forget_connection(lane)
 
-        if self._stream is not None:
-            return self._stream
+        if lane.stream is not None:
+            return lane.stream
 
         with anyio.fail_after(CONNECT_SECONDS):
             stream = await LineSocket.connect_unix(str(self.path))
@@ -236,11 +254,11 @@ class AdminClient:
 
         pid = greeting.get("relay_pid")
         self.relay_pid = pid if isinstance(pid, int) else None
-        self._stream = stream
+        lane.stream = stream
         return stream
 
-    def _forget_connection(self) -> None:
-        stream, self._stream = self._stream, None
+    def _forget_connection(self, lane: _Lane) -> None:
+        stream, lane.stream = lane.stream, None
         if stream is not None:
             stream.close()
 

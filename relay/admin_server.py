@@ -229,10 +229,9 @@ class AdminServer:
             return
 
         log.info("admin.attached", extra={"consoles": self.connections})
-        # Known limit: one request at a time per connection, so a long export or
-        # fork delays that console's other requests (a second connection does not
-        # wait).
-        # Bounded by the connection's life: it ends when the console goes.
+        # One request at a time per connection (AdminClient sends its long history
+        # actions on a second one). Bounded by the connection's life: it ends when
+        # the console goes.
         while True:
             try:
                 line = await stream.receive_line(MAX_LINE_BYTES)

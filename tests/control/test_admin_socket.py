@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from relay.config import Settings
 from relay.control import OperationRefused, RelaySnapshot
 from relay.line_socket import LineSocket
 from relay.server import RelayServer
+from store.store import DATABASE_NAME
 from tests.control.admin_helpers import RawConsole, private_socket_dir, wait_for_socket
 from tests.control.test_operations import OPERATOR, commands
 from tests.mixer_client import MixerClient
@@ -456,3 +458,41 @@ async def test_numbers_out_of_range_are_bad_requests(
     assert "ban_seconds is out of range" in too_big_for_float["error"]["message"]
     assert still_served["id"] == 3 and "result" in still_served
     assert hello_answer["error"]["code"] == "unsupported_version", hello_answer
+
+
+async def test_views_answer_while_a_long_action_runs(
+    relay: RelayServer, admin_settings: Settings, tmp_path: Path
+) -> None:
+    """An export that waits for the store (its file locked by another writer
+    here) does not hold up the same console's snapshots; it completes once the
+    store can write again."""
+    client = await client_in_room(relay)
+    path = admin_settings.admin_socket_path()
+    assert path is not None
+    console = AdminClient(path)
+    await console.snapshot()
+    blocker = sqlite3.connect(admin_settings.data_dir / DATABASE_NAME, timeout=10)
+    target = tmp_path / "studio.mixer"
+    exported: list[int] = []
+
+    async def export() -> None:
+        exported.append(await console.export_room("studio", target, operator=OPERATOR))
+
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        # A command the store cannot write while the lock is held.
+        await client.send_raw(commands(5)[4])
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(export)
+            await anyio.sleep(0.3)
+            snapshot = await console.snapshot()
+            is_export_done = bool(exported)
+            blocker.rollback()
+
+        assert not is_export_done
+        assert snapshot.rooms[0].name == "studio"
+        assert exported == [target.stat().st_size]
+    finally:
+        blocker.close()
+        await console.aclose()
+        await client.aclose()
