@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import DataTable, Footer, Input
 
 from mixer_console.console.messages import (
     EventsArrived,
@@ -117,6 +117,11 @@ class DashboardScreen(Screen[None]):
 
     def action_bans(self) -> None:
         self.app.push_screen(BansScreen(self.control, self.operator))
+
+    @on(DataTable.RowSelected, "#rooms")
+    def _room_chosen(self, event: DataTable.RowSelected) -> None:
+        # The focused table takes enter for itself: its selection is the key.
+        self.action_history()
 
     def action_history(self) -> None:
         room = self._require(self.selected_room, "room")

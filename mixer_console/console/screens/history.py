@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -140,6 +140,11 @@ class HistoryScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.load()
+
+    @on(DataTable.RowSelected, "#history")
+    def _command_chosen(self, event: DataTable.RowSelected) -> None:
+        # The focused table takes enter for itself: its selection is the key.
+        self.action_inspect()
 
     def action_inspect(self) -> None:
         index = self.selected_index
