@@ -192,7 +192,7 @@ def _run(arguments: argparse.Namespace) -> int:
 
     try:
         store = open_store(settings)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         log.error("store.unavailable", extra={"error": str(exc)})
         sys.stderr.write(f"mixer-console: {exc}\n")
         return EXIT_STORE

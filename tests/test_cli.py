@@ -145,6 +145,21 @@ def test_cli_port_in_use_is_a_clear_error() -> None:
     assert "Traceback" not in errors
 
 
+def test_cli_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A MIXER_DATA_DIR that cannot be a folder (a file is there) is a store
+    error: exit status 4 and a line naming the path, not a traceback."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    process = start_relay(
+        "--host", "127.0.0.1", "--port", "0", env={"MIXER_DATA_DIR": str(not_a_folder)}
+    )
+    _, errors = process.communicate(timeout=STARTUP_TIMEOUT)
+
+    assert process.returncode == 4
+    assert str(not_a_folder) in errors
+    assert "Traceback" not in errors
+
+
 def test_cli_bad_option_names_the_option() -> None:
     """A bad --port is reported as the option the user typed, not as a variable."""
     process = start_relay("--port", "abc")
