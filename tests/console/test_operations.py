@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import anyio
-import pytest
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input
 
