@@ -119,6 +119,7 @@ class History:
         # Entries up to this number are only in the store.
         self._stored_until = last.seq if last is not None else 0
         self._removals = 0
+        self._cuts = 0
 
     def __len__(self) -> int:
         return self._count
@@ -148,6 +149,12 @@ class History:
         """Entries removed so far (merges and cuts): a reader that found a
         position while awaiting checks that none was removed meanwhile."""
         return self._removals
+
+    @property
+    def cuts(self) -> int:
+        """Rewinds so far. Unlike a merge, which only ever replaces the newest
+        entry, a cut can remove any entry."""
+        return self._cuts
 
     @property
     def recent(self) -> Sequence[HistoryEntry]:
@@ -252,6 +259,7 @@ class History:
         self._last = last
         self._stored_until = min(self._stored_until, until)
         self._removals += 1
+        self._cuts += 1
         if self._store is not None:
             self._store.truncate_history(self._room_id, until)
 

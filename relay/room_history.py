@@ -2,8 +2,8 @@
 
 With a store, histories are read from the database after the store has written
 everything queued, so that positions count exactly the commands the relay holds;
-without one, from memory. Reading awaits, so a caller that acts on a position
-checks afterwards that the history lost no entry meanwhile (``removals``).
+without one, from memory. Reading awaits, so a caller that acts on a prefix
+checks afterwards that it lost no entry meanwhile (:func:`check_unchanged`).
 """
 
 from dataclasses import dataclass
@@ -34,6 +34,11 @@ class Prefix:
     """What the merge rule needs of the last of them; None when count is 0."""
     removals: int
     """The history's removals when measured."""
+    cuts: int
+    """The history's cuts when measured."""
+    is_whole: bool
+    """Whether it was the whole history when measured: only then can a merge
+    (which replaces the newest entry) remove one of its commands."""
 
 
 async def read_page(
@@ -61,15 +66,15 @@ async def read_prefix(room: Room, store: Store | None, count: int) -> Prefix:
         OperationRefused: the store did not write its queue in time.
     """
     history = room.history
-    removals = history.removals
+    removals, cuts, is_whole = history.removals, history.cuts, count == len(history)
     if count == 0:
-        return Prefix(0, 0, None, removals)
+        return Prefix(0, 0, None, removals, cuts, is_whole)
 
     if store is None:
         entries = list(islice(history.recent, count))
         size = sum(len(entry.wire) for entry in entries)
         last = _last_of(entries[-1].seq, entries[-1].wire, len(entries[-1].wire))
-        return Prefix(count, size, last, removals)
+        return Prefix(count, size, last, removals, cuts, is_whole)
 
     await _wait_for_store(room, store)
     _total, records = await store.read_page(room.store_id, count - 1, 1, INSPECT_BYTES)
@@ -78,7 +83,8 @@ async def read_prefix(room: Room, store: Store | None, count: int) -> Prefix:
 
     record = records[0]
     size = await store.prefix_size(room.store_id, record.seq)
-    return Prefix(count, size, _last_of(record.seq, record.head, record.size), removals)
+    last = _last_of(record.seq, record.head, record.size)
+    return Prefix(count, size, last, removals, cuts, is_whole)
 
 
 def summary_of(index: int, record: CommandRecord) -> CommandSummary:
@@ -104,8 +110,9 @@ def leading_path(record: CommandRecord) -> str | None:
 
 def check_unchanged(current: Room, measured: Room, prefix: Prefix, action: str) -> None:
     """Refuse to act on a prefix its room changed under while it was measured:
-    the room was replaced by another of the same name, or a merge removed a
-    command.
+    the room was replaced by another of the same name, was rewound, or a merge
+    replaced the prefix's last command (possible only when the prefix was the
+    whole history; merges past it leave it intact).
 
     Args:
         current: the room of that name now.
@@ -116,9 +123,16 @@ def check_unchanged(current: Room, measured: Room, prefix: Prefix, action: str) 
     Raises:
         OperationRefused: the history lost an entry since it was measured.
     """
-    if current is not measured or current.history.removals != prefix.removals:
+    history = current.history
+    if current is not measured or history.cuts != prefix.cuts:
         raise OperationRefused(
             f"room {current.name!r} changed while preparing the {action}; try again"
+        )
+
+    if prefix.is_whole and history.removals != prefix.removals:
+        raise OperationRefused(
+            f"the newest command of room {current.name!r} was replaced while "
+            f"preparing the {action}; try again, or {action} at an earlier command"
         )
 
 

@@ -254,6 +254,43 @@ async def test_fork_gives_joiners_the_first_commands(
     assert [c.sender for c in page.commands] == [creator.client_id] * 4
 
 
+async def test_fork_and_rewind_while_an_artist_edits_the_newest_object(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """An artist dragging an object sends a stream of commands that each replace
+    the newest (the merge rule): a fork and a rewind at an earlier command are
+    not refused for it, and hold exactly the commands asked for."""
+    creator, wires = await room_with_history(connect, 4)
+    drag = encode_string("/objects/dragged")
+    sent = 0
+
+    async def drag_the_object() -> None:
+        nonlocal sent
+        for step in range(2000):
+            frame = room_command(MessageType.TRANSFORM, drag + step.to_bytes(8, "big"))
+            await creator.send_raw(frame)
+            sent += 1
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(drag_the_object)
+        await anyio.sleep(0.1)
+        await relay.control.fork_room("studio", 3, "studio-at-3", operator=OPERATOR)
+        await relay.control.rewind_room("studio", 2, operator=OPERATOR)
+        tasks.cancel_scope.cancel()
+
+    joiner = await connect()
+    await joiner.handshake("bob")
+    forked = await joiner.join_room("studio-at-3")
+
+    assert sent > 0
+    assert [frame.wire for frame in forked] == wires[:3]
+    page = await relay.control.history_page("studio", 1, 10)
+    assert [command.size for command in page.commands[:2]] == [
+        len(wire) for wire in wires[:2]
+    ]
+
+
 async def test_fork_at_zero_and_custom_attributes(
     relay: RelayServer, connect: Connect
 ) -> None:
