@@ -49,6 +49,7 @@ from relay.errors import ConfigError
 from store.access import LeaseRecord
 from store.admin import AdminStore, RoomInfo
 from store.errors import Conflict, NotFound, StoreError
+from store.replication import JOURNAL_NAME
 from store.roomfile import RoomFileError
 
 EXIT_OK = 0
@@ -174,13 +175,23 @@ def run(
         # Talks to the running nodes: no data directory, no lock.
         return cluster_cli.run(arguments, settings, out, err)
 
-    if settings.is_clustered and getattr(arguments, "action", None) in CHANGES:
-        err.write(
-            f"mixer-console: room {arguments.action} would change this node's "
-            "database alone, and the cluster's nodes would then differ; run it "
-            "against a single relay (without MIXER_RAFT_PEERS)\n"
-        )
-        return EXIT_USAGE
+    if getattr(arguments, "action", None) in CHANGES:
+        if settings.is_clustered:
+            err.write(
+                f"mixer-console: room {arguments.action} would change this node's "
+                "database alone, and the cluster's nodes would then differ; run it "
+                "against a single relay (without MIXER_RAFT_PEERS)\n"
+            )
+            return EXIT_USAGE
+
+        if (settings.data_dir / JOURNAL_NAME).exists():
+            err.write(
+                f"mixer-console: {settings.data_dir} is a cluster node's data folder "
+                f"(it holds {JOURNAL_NAME}): room {arguments.action} would change "
+                "this node's database alone, and the cluster's nodes would then "
+                "differ\n"
+            )
+            return EXIT_USAGE
 
     try:
         with AdminStore.open(

@@ -5,12 +5,14 @@ import sys
 from io import StringIO
 
 import pytest
+from pysyncobj.journal import FileJournal  # type: ignore[import-untyped]
 
 from mixer_console import admin_cli
 from mixer_console.cli import build_parser
 from relay.cluster import ClusterLink, cluster_state
 from relay.config import Settings
 from relay.errors import ConfigError
+from store.replication import JOURNAL_NAME
 from store.store import Store, StoreOptions
 from tests.cluster_nodes import ROOT
 
@@ -155,3 +157,22 @@ def test_cluster_state_line_for_the_console(tmp_path) -> None:
     assert "leader none" in line
     assert "NO QUORUM" in line
     assert "lag 0" in line
+
+
+@pytest.mark.parametrize("action", [["delete", "r"], ["import", "room.mixer"]])
+def test_admin_refuses_room_changes_on_a_cluster_nodes_folder(tmp_path, action) -> None:
+    """The same without the node's MIXER_RAFT_* variables in the shell: the Raft
+    journal in the data folder says whose folder it is."""
+    journal = FileJournal(str(tmp_path / JOURNAL_NAME))
+    journal.onOneSecondTimer()
+    journal._destroy()
+    arguments = build_parser().parse_args(["room", *action])
+    err = StringIO()
+
+    status = admin_cli.run(
+        arguments, env={"MIXER_DATA_DIR": str(tmp_path)}, out=StringIO(), err=err
+    )
+
+    assert status == 2
+    assert "cluster node's data folder" in err.getvalue()
+    assert not (tmp_path / "rooms.sqlite").exists()
