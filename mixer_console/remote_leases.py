@@ -5,8 +5,8 @@ The operator's GitHub token comes from ``MIXER_OPERATOR_TOKEN`` (never from the
 command line, where other users of the machine can read it); ``gh auth token``
 prints one. Revoking on a running relay also closes the address's connections.
 
-Exit status: 0 done; 2 no token; 7 refused (not an operator, unknown token) or
-the relay cannot be reached.
+Exit status: 0 done; 2 no token; 6 no lease for that address (lease revoke); 7
+refused (not an operator, unknown token) or the relay cannot be reached.
 """
 
 import argparse
@@ -21,6 +21,7 @@ TOKEN_VARIABLE = "MIXER_OPERATOR_TOKEN"
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_NO_LEASE = 6
 EXIT_REFUSED = 7
 
 REQUEST_TIMEOUT = 30.0
@@ -73,9 +74,8 @@ def run(
             "connections are closed\n"
         )
     else:
-        out.write(
-            f"{arguments.address} held no lease; its connections, if any, are closed\n"
-        )
+        err.write(f"mixer-console: no lease for {arguments.address}\n")
+        return EXIT_NO_LEASE
 
     return EXIT_OK
 

@@ -66,6 +66,23 @@ async def test_operator_revokes_over_http_and_connections_close(
     assert (audit[0].operator, audit[0].action) == ("olga", "lease.revoke")
 
 
+@pytest.mark.parametrize("address", ["10.9.8.7", "not-an-ip"])
+async def test_revoking_what_holds_no_lease_fails_as_it_does_locally(
+    login_relay: LoginRelay, address: str
+) -> None:
+    """``lease revoke --relay`` of an address without a lease says so on stderr
+    and exits 6, as the local ``lease revoke`` does."""
+    token = login_relay.github.issue_token("olga")
+
+    status, out, err = await mixer_console(
+        login_relay, "lease", "revoke", address, token=token
+    )
+
+    assert status == 6
+    assert f"no lease for {address}" in err
+    assert out == ""
+
+
 async def test_non_operator_is_refused(login_relay: LoginRelay) -> None:
     """A valid token of an account that is no operator is refused (exit 7, 403),
     and the lease stays."""
