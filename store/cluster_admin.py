@@ -74,4 +74,9 @@ def _execute(address: str, command: list[str], secret: str, timeout: float) -> A
             address, command
         )
     except UtilityException as exc:
-        raise NodeUnreachable(f"{address} did not answer: {exc}") from None
+        # pysyncobj drops a wrong password's connection without a word, so the
+        # two causes look alike from here.
+        raise NodeUnreachable(
+            f"{address} did not answer ({exc}): the node is down, or its "
+            "MIXER_RAFT_SECRET is not this one"
+        ) from None

@@ -147,6 +147,7 @@ def test_cluster_status_reports_unreachable_node(tmp_path: Path) -> None:
 
     assert result.returncode == 7
     assert result.stdout.count("unreachable") == 2
+    assert "or its MIXER_RAFT_SECRET is not this one" in result.stdout + result.stderr
     assert SECRET not in result.stdout + result.stderr
 
 
