@@ -249,33 +249,12 @@ def _run(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _login_mode(settings: Settings) -> str:
-    if not settings.is_login_required:
-        return "none: anyone who reaches the port can join"
-
-    return f"github: artists log in at {settings.login_url}"
-
-
 async def run_headless(server: RelayServer, mode: str = "headless") -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP, then stop gracefully."""
-    settings = server.settings
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tasks:
             port = await tasks.start(server.serve)
-            log.info(
-                "relay.started",
-                extra={
-                    "host": settings.host,
-                    "port": port,
-                    "http_port": server.http.port if server.http else None,
-                    "login": _login_mode(settings),
-                    "mode": mode,
-                    "store": str(settings.data_dir),
-                    "admin_socket": str(server.admin_socket or "off"),
-                    "rooms": len(server.broadcaster.rooms),
-                    "cluster": settings.raft_self or "none: a single node",
-                },
-            )
+            log.info("relay.started", extra=server.started_fields(port, mode))
             async for signum in signals:
                 log.info(
                     "relay.stopping", extra={"signal": signal.Signals(signum).name}

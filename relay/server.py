@@ -80,6 +80,27 @@ class RelayServer:
         """Tell whether the Mixer port is open."""
         return self._listener is not None
 
+    def started_fields(self, port: int, mode: str) -> dict[str, object]:
+        """What the ``relay.started`` event says, whichever process runs the relay
+        (``mode``: headless, console)."""
+        settings = self.settings
+        login = (
+            f"github: artists log in at {settings.login_url}"
+            if settings.is_login_required
+            else "none: anyone who reaches the port can join"
+        )
+        return {
+            "host": settings.host,
+            "port": port,
+            "http_port": self.http.port if self.http else None,
+            "login": login,
+            "mode": mode,
+            "store": str(settings.data_dir),
+            "admin_socket": str(self.admin_socket or "off"),
+            "rooms": len(self.broadcaster.rooms),
+            "cluster": settings.raft_self or "none: a single node",
+        }
+
     def bind(self) -> int:
         """Open the listening sockets (Mixer's, and HTTP's when served) now, so
         that a bad address or a port in use fails early.

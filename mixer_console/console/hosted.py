@@ -34,19 +34,10 @@ class HostedRelayServer:
         if self._is_stop_asked:
             return
 
-        settings = self.server.settings
         async with anyio.create_task_group() as tasks:
             self.port = await tasks.start(self.server.serve)
             log.info(
-                "relay.started",
-                extra={
-                    "host": settings.host,
-                    "port": self.port,
-                    "login": "none: anyone who reaches the port can join",
-                    "mode": "console",
-                    "store": str(settings.data_dir),
-                    "rooms": len(self.server.broadcaster.rooms),
-                },
+                "relay.started", extra=self.server.started_fields(self.port, "console")
             )
             await self._stop.wait()
             self.server.broadcaster.stop()

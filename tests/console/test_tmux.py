@@ -138,11 +138,13 @@ async def in_tmux(pane: Pane, log_file: Path) -> None:
     screen = await pane.until_shown("console-exit=")
 
     assert "console-exit=0" in screen
-    stopped = [
-        event
-        for event in await logged_events(log_file)
-        if event["event"] == "relay.stopped"
-    ]
+    events = await logged_events(log_file)
+    (started,) = [event for event in events if event["event"] == "relay.started"]
+    assert started["mode"] == "console"
+    assert str(started["admin_socket"]).endswith("admin.sock")
+    assert isinstance(started["http_port"], int) and started["http_port"] > 0
+    assert str(started["login"]).startswith("none")
+    stopped = [event for event in events if event["event"] == "relay.stopped"]
     assert stopped and stopped[-1]["store_flushed"] is True
 
 
