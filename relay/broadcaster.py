@@ -871,19 +871,36 @@ class Broadcaster:
 
     def _apply_fork(self, event: RoomForked) -> None:
         record = event.record
-        if record.name in self.rooms:
-            # An artist here created that name before the cluster committed it.
-            log.warning("cluster.fork_hidden", extra={"room": record.name})
-        else:
-            room = self._room_of(record, event.count, event.byte_size, event.last)
-            self.rooms[room.name] = room
-            log.info("room.created", extra={"room": room.name})
-            self.events.record("room", "created", room=room.name)
-            self._send_to_all(
-                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
-            )
+        lost = self.rooms.get(record.name)
+        if lost is not None:
+            self._give_up_room(lost)
 
+        room = self._room_of(record, event.count, event.byte_size, event.last)
+        self.rooms[room.name] = room
+        log.info("room.created", extra={"room": room.name})
+        self.events.record("room", "created", room=room.name)
+        self._send_to_all(
+            _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+        )
         self._settle(event.origin, "fork", record.name, None)
+
+    # Known limit: the commands such an artist sent before its node applied the
+    # fork are committed into the fork's history, on every node alike.
+    def _give_up_room(self, room: Room) -> None:
+        """Close the members of a room an artist here created under the name of
+        a fork the cluster committed first (the applier skips its creation),
+        so that they rejoin the fork."""
+        log.warning("cluster.room_lost_to_fork", extra={"room": room.name})
+        for member in list(room.members):
+            self.close_with_error(
+                member,
+                f"room {room.name!r} was created at the same moment by an "
+                "operator's fork on another node; join it again",
+                "room lost to a fork",
+            )
+            self._forget_membership(member)
+
+        self._rooms_with_new_statistics.unmark(room)
 
     def _apply_rewind(self, event: RoomRewound) -> None:
         room = self.rooms.get(event.name)
