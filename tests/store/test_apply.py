@@ -502,3 +502,19 @@ def test_apply_room_changed_on_its_own_node_is_saved(db) -> None:
     (saved,) = applier.apply(3, "s", 2, [changed]).events
 
     assert isinstance(saved, RoomSaved) and saved.record.keep_open
+
+
+@pytest.mark.parametrize("count", [0, 5], ids=["nothing", "everything"])
+def test_apply_fork_and_rewind_at_either_end(db, count: int) -> None:
+    """A fork of no command is an empty room and one of every command a whole
+    copy; a rewind to 0 empties the room and one to its length keeps it whole."""
+    applier = seeded(db, 5)
+    whole = history(db, "r")
+
+    (forked,) = applier.apply(3, "s", 2, [("fork", "n2", "r", count, "f", 2.0)]).events
+    (rewound,) = applier.apply(4, "s", 3, [("rewind", "n2", "r", count)]).events
+
+    assert isinstance(forked, RoomForked) and isinstance(rewound, RoomRewound)
+    assert history(db, "f") == history(db, "r") == whole[:count]
+    assert forked.count == rewound.count == count
+    assert (forked.last is None) == (rewound.last is None) == (count == 0)
