@@ -117,6 +117,11 @@ def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
         sys.stderr.write(f"mixer-console: {exc}\n")
         return EXIT_CONFIG
 
+    refusal = _terminal_refusal()
+    if refusal is not None:
+        sys.stderr.write(f"mixer-console: {refusal}\n")
+        return EXIT_CONFIG
+
     socket = (
         Path(arguments.socket).expanduser()
         if arguments.socket
@@ -182,6 +187,11 @@ def _run(arguments: argparse.Namespace) -> int:
     if arguments.no_ui:
         configure_logging(settings.log_level, settings.log_format)
     else:
+        refusal = _terminal_refusal()
+        if refusal is not None:
+            sys.stderr.write(f"mixer-console: {refusal}\n")
+            return EXIT_CONFIG
+
         from mixer_console.console.launch import send_logs_to_file
 
         try:
@@ -247,6 +257,20 @@ def _run(arguments: argparse.Namespace) -> int:
 
     log.info("relay.stopped", extra={"store_flushed": is_flushed})
     return EXIT_OK
+
+
+def _terminal_refusal() -> str | None:
+    """Why the console cannot run in this process, or None: Textual reads keys
+    from stdin and draws on stderr, and on anything but a terminal it spins on
+    end-of-file (stdin on /dev/null) or crashes (stdin closed)."""
+    for name, stream in (("stdin", sys.__stdin__), ("stderr", sys.__stderr__)):
+        if stream is None or not stream.isatty():
+            return (
+                f"the console needs a terminal, and {name} is not a terminal; "
+                "run the relay headless with --no-ui"
+            )
+
+    return None
 
 
 async def run_headless(server: RelayServer, mode: str = "headless") -> None:

@@ -379,8 +379,9 @@ class Broadcaster:
             raise RequestRefused(f"room {name!r} is being created by an operator")
 
         if room is None:
-            # Known limit: two artists creating the same room on two nodes at the
-            # same instant both become its creator, and both uploads land in it.
+            # Known limit: of two artists creating the same room on two nodes at
+            # the same instant, the one whose creation commits second is closed,
+            # and what it sent before its node learnt of the first stays in it.
             store_id = self.store.allocate_room_id() if self.store else 0
             room = Room(
                 name,
@@ -836,6 +837,17 @@ class Broadcaster:
     def _apply_room(self, event: RoomSaved) -> None:
         record = event.record
         room = self.rooms.get(record.name)
+        if room is not None and room.created_at != record.created_at:
+            # Another node's artist created it first: the cluster skips ours.
+            self._give_up_room(room, "by an artist on another node")
+            history = room.history
+            room = self._room_of(record, len(history), history.byte_size, history.last)
+            self.rooms[room.name] = room
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+            )
+            return
+
         if room is None:
             room = self._room_from_record(record, HistorySummary(0, 0, 0, None))
             self.rooms[room.name] = room
@@ -871,19 +883,41 @@ class Broadcaster:
 
     def _apply_fork(self, event: RoomForked) -> None:
         record = event.record
-        if record.name in self.rooms:
-            # An artist here created that name before the cluster committed it.
-            log.warning("cluster.fork_hidden", extra={"room": record.name})
-        else:
-            room = self._room_of(record, event.count, event.byte_size, event.last)
-            self.rooms[room.name] = room
-            log.info("room.created", extra={"room": room.name})
-            self.events.record("room", "created", room=room.name)
-            self._send_to_all(
-                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
-            )
+        lost = self.rooms.get(record.name)
+        if lost is not None:
+            self._give_up_room(lost, "by an operator's fork on another node")
 
+        room = self._room_of(record, event.count, event.byte_size, event.last)
+        self.rooms[room.name] = room
+        log.info("room.created", extra={"room": room.name})
+        self.events.record("room", "created", room=room.name)
+        self._send_to_all(
+            _json_frame(MessageType.ROOM_UPDATE, {room.name: room.attributes()})
+        )
         self._settle(event.origin, "fork", record.name, None)
+
+    # Known limit: the commands such an artist sent before its node learnt of
+    # the other room are committed into that room's history, on every node alike.
+    def _give_up_room(self, room: Room, by: str) -> None:
+        """Close the members of a room an artist here created under the name of
+        a room the cluster committed first (the applier skips this creation), so
+        that they join that one.
+
+        Args:
+            room: the room this node made and the cluster did not keep.
+            by: who created the room the cluster kept, for the members.
+        """
+        log.warning("cluster.room_lost", extra={"room": room.name, "to": by})
+        for member in list(room.members):
+            self.close_with_error(
+                member,
+                f"room {room.name!r} was created at the same moment {by}; join it "
+                "again",
+                f"room lost to one created {by}",
+            )
+            self._forget_membership(member)
+
+        self._rooms_with_new_statistics.unmark(room)
 
     def _apply_rewind(self, event: RoomRewound) -> None:
         room = self.rooms.get(event.name)

@@ -38,6 +38,7 @@ from relay.room_history import (
 )
 from store.replication import JOURNAL_NAME, SNAPSHOT_NAME
 from store.roomfile import RoomFileError, write_room_file
+from store.store import LOCK_NAME
 
 # The longest ban an operator can set: ten years.
 MAX_BAN_SECONDS = 10 * 365 * 24 * 3600.0
@@ -485,8 +486,9 @@ async def _refuse_store_files(
 ) -> None:
     """Refuse an export onto the store's database or its companion files, which
     the room file would replace (the rename is atomic, so the relay would write on
-    into an unlinked file and start with no rooms next time), or onto a cluster
-    node's Raft journal and snapshot.
+    into an unlinked file and start with no rooms next time), onto the data
+    folder's lock (a second relay could then take it), or onto a cluster node's
+    Raft journal and snapshot.
 
     Raises:
         OperationRefused: ``path`` is one of them, by name or through links.
@@ -501,6 +503,12 @@ async def _refuse_store_files(
         ) from exc
 
     stored = await anyio.Path(database).resolve()
+    if target == stored.with_name(LOCK_NAME):
+        raise OperationRefused(
+            f"{str(path)!r} is the lock that keeps a second relay off this data "
+            "folder; export elsewhere"
+        )
+
     for suffix in _DATABASE_COMPANIONS:
         if target == stored.with_name(stored.name + suffix):
             raise OperationRefused(

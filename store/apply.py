@@ -227,11 +227,15 @@ class EntryApplier:
     def reload(self) -> None:
         """Read the counters again (after a snapshot replaced the database)."""
         db = self._db
-        row = db.execute("SELECT raft_index FROM raft_applied WHERE id = 1").fetchone()
+        row = db.execute(
+            "SELECT raft_index, next_seq FROM raft_applied WHERE id = 1"
+        ).fetchone()
         self.applied_index = int(row[0]) if row else 0
         (max_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM commands").fetchone()
-        self._next_seq = int(max_seq) + 1
-        self.last_seq = int(max_seq)
+        # A database written before the counter was kept has only its commands.
+        kept = int(row[1]) if row is not None and row[1] is not None else 0
+        self._next_seq = max(int(max_seq) + 1, kept)
+        self.last_seq = self._next_seq - 1
         self._last_commands.clear()
 
     def apply(
@@ -260,9 +264,10 @@ class EntryApplier:
         try:
             self._apply_in_order(str(stream), number, operations, events)
             db.execute(
-                "INSERT INTO raft_applied (id, raft_index) VALUES (1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index",
-                [raft_index],
+                "INSERT INTO raft_applied (id, raft_index, next_seq) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, "
+                "next_seq = excluded.next_seq",
+                [raft_index, self._next_seq],
             )
             db.execute("COMMIT")
         except BaseException:
@@ -407,7 +412,7 @@ class EntryApplier:
         joinable: bool,
         custom_json: str,
         created_at: float,
-    ) -> RoomSaved:
+    ) -> RoomSaved | None:
         _require(isinstance(room, str) and room, "a room name")
         _require(isinstance(custom_json, str), "custom attributes as JSON")
         try:
@@ -416,7 +421,17 @@ class EntryApplier:
             raise MalformedOperation(f"custom attributes: {exc}") from None
 
         _require(isinstance(custom, dict), "custom attributes as an object")
-        room_id = self._room_id(room) or self._new_room_id()
+        row = self._db.execute(
+            "SELECT id, created_at FROM rooms WHERE name = ?", [room]
+        ).fetchone()
+        if row is not None and (row[1] or 0.0) != _time(created_at):
+            # A room keeps its creation time for life: this is another room of
+            # that name, created on a node before it applied the one committed
+            # first (an operator's fork), which must not take the row over.
+            log.warning("raft.room_creation_skipped", extra={"room": room})
+            return None
+
+        room_id = int(row[0]) if row is not None else self._new_room_id()
         record = RoomRecord(
             id=room_id,
             name=room,
@@ -427,7 +442,7 @@ class EntryApplier:
             keep_open=bool(keep_open),
             joinable=bool(joinable),
             custom=custom,
-            created_at=float(created_at),
+            created_at=_time(created_at),
         )
         save_room(self._db, record)
         return RoomSaved(str(origin), record)
@@ -483,11 +498,13 @@ class EntryApplier:
 
     def _rewind_room(
         self, _name: str, origin: str, room: str, count: int
-    ) -> RoomRewound | OperationSkipped | None:
+    ) -> RoomRewound | OperationSkipped:
         _require(isinstance(count, int) and count >= 0, "a command count")
         room_id = self._room_id(room)
         if room_id is None:
-            return None
+            # Said, not dropped: the operator who asked is waiting for the answer.
+            reason = f"no room named {room!r} any more (it was deleted meanwhile)"
+            return OperationSkipped(str(origin), "rewind", room, reason)
 
         prefix = self._prefix(room_id, count)
         if prefix is None:

@@ -190,6 +190,7 @@ def write_room_file(
     """
     encoded = encode_room_attributes(attributes)
     failure = f"cannot write room file {path}"
+    _check_replaceable(path, failure)
     with _os_errors(failure):
         fd, temp = _create_temp_file(path)
 
@@ -522,6 +523,37 @@ def _check_frame_to_write(path: Path, index: int, frame: bytes) -> None:
     problem = _type_problem(kind)
     if problem is not None:
         raise RoomFileError(f"{where}: {problem}")
+
+
+# What an existing path other than a file or a link is, by its file type.
+_KINDS_OF_PATHS = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "device"),
+    (stat.S_ISBLK, "device"),
+)
+
+
+def _check_replaceable(path: Path, failure: str) -> None:
+    """Refuse a target that is a directory, a named pipe, a socket or a device:
+    the room file is renamed over its target, which would replace it (as root,
+    /dev/null itself). A link is replaced, never followed.
+
+    Raises:
+        RoomFileError: ``path`` is one of them.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there yet, or creating the file will say why it fails
+
+    for is_kind, kind in _KINDS_OF_PATHS:
+        if is_kind(mode):
+            raise RoomFileError(
+                f"{failure}: it is a {kind}, which the room file would replace; "
+                "write to a file"
+            )
 
 
 def _create_temp_file(path: Path) -> tuple[int, Path]:

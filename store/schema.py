@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -124,6 +124,16 @@ def _add_raft_apply_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_raft_next_seq(db: sqlite_utils.Database) -> None:
+    # The next command number a clustered node hands out, kept with the applied
+    # index: counted again from the commands left after a rewind or a deletion
+    # cut the newest ones, a restarted node would number its next commands lower
+    # than its peers do. NULL until the node applies an entry.
+    applied = db.table("raft_applied")
+    if "next_seq" not in applied.columns_dict:
+        applied.add_column("next_seq", int)
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -131,6 +141,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _add_operator_records,
     _add_leases,
     _add_raft_apply_state,
+    _add_raft_next_seq,
 ]
 
 

@@ -21,8 +21,9 @@ from mixer_console.console.messages import (
 from mixer_console.console.screens.dashboard import DashboardScreen
 from mixer_console.console.terminal import (
     HangupSafeDriver,
-    detach_from_terminal,
+    detach_from_gone_terminals,
     is_terminal_gone,
+    report_hangup,
 )
 from relay.control import RelayControl
 
@@ -34,6 +35,10 @@ RELAY_STOP_SECONDS = 5.0
 # SIGINT too: the console's terminal is raw (ctrl+c is a key), so a SIGINT comes
 # from kill, and deserves the graceful stop of the headless relay.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# How often the console looks whether its keyboard's terminal hung up, which no
+# signal announces when that terminal is not the process's controlling one.
+TERMINAL_CHECK_SECONDS = 1.0
 
 
 class HostedRelay(Protocol):
@@ -99,11 +104,18 @@ class MixerConsole(App[None]):
             for signum in STOP_SIGNALS:
                 loop.add_signal_handler(signum, self._stop_on_signal, signum)
 
+            self.set_interval(TERMINAL_CHECK_SECONDS, self._check_keyboard)
+
+    def _check_keyboard(self) -> None:
+        # Textual's input thread reads end-of-file from a hung-up terminal over
+        # and over without a word, so the console would spin with no keys.
+        if is_terminal_gone(0):
+            report_hangup()
+
     def _stop_on_signal(self, signum: int) -> None:
         log.info("relay.stopping", extra={"signal": signal.Signals(signum).name})
-        if signum == signal.SIGHUP and is_terminal_gone():
-            # Before the app's last writes, which a dead terminal would fail.
-            detach_from_terminal()
+        # Before the app's last writes, which a dead terminal would fail.
+        if signum == signal.SIGHUP and detach_from_gone_terminals():
             log.info("console.terminal_gone")
 
         self.run_worker(self.action_quit(), group="quit")

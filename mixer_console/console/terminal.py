@@ -30,16 +30,27 @@ def is_terminal_gone(fd: int = 0) -> bool:
     return False
 
 
-def detach_from_terminal() -> None:
-    """Point stdin, stdout and stderr at /dev/null, so that whatever still
-    writes or reads them on the way out (Textual's last escape codes, Python's
-    final flush) neither fails nor waits."""
+def detach_from_gone_terminals() -> bool:
+    """Point those of stdin, stdout and stderr whose terminal hung up at
+    /dev/null, so that whatever still writes or reads them on the way out
+    (Textual's last escape codes, Python's final flush) neither fails nor waits;
+    one still alive gets Textual's last codes, which give it back to the shell.
+
+    Returns:
+        Whether any of them had hung up.
+    """
+    gone = [fd for fd in (0, 1, 2) if is_terminal_gone(fd)]
+    if not gone:
+        return False
+
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        for fd in (0, 1, 2):
+        for fd in gone:
             os.dup2(null, fd)
     finally:
         os.close(null)
+
+    return True
 
 
 class TerminalOutput:

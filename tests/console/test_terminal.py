@@ -2,8 +2,16 @@
 whose master end the test closes (what a dropped SSH connection does)."""
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -12,6 +20,10 @@ from typing import IO
 import pytest
 
 from mixer_console.console.terminal import TerminalOutput, is_terminal_gone
+
+ROOT = Path(__file__).resolve().parents[2]
+EXIT_TIMEOUT = 20.0
+LOCAL_ANY_PORT = ("--host", "127.0.0.1", "--port", "0")
 
 
 @pytest.fixture
@@ -118,3 +130,83 @@ def test_output_failing_on_what_is_no_terminal_still_raises(
             output.flush()
 
     assert hangups == []
+
+
+def terminal_of_80x24() -> tuple[int, int]:
+    """A pseudo-terminal the size of a default SSH window: (master, slave)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    return master, slave
+
+
+def drain(master: int, into: bytearray) -> None:
+    """Read what the console draws until it lets go of the terminal (EIO), so
+    that its writes never wait on a full terminal."""
+    for _ in range(1_000_000):
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            return
+
+        if not chunk:
+            return
+
+        into += chunk
+
+
+def logged_events(log_file: Path) -> list[dict[str, object]]:
+    if not log_file.exists():
+        return []
+
+    return [json.loads(line) for line in log_file.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_console_whose_keyboard_terminal_hangs_up_stops(tmp_path: Path) -> None:
+    """Regression: a console reading keys from a terminal that hung up while it
+    drew on another (no SIGHUP comes then: neither is its controlling terminal)
+    spun on end-of-file for ever; it now stops gracefully, the store flushed, and
+    gives the terminal it draws on back (it leaves the alternate screen)."""
+    keyboard, keyboard_slave = terminal_of_80x24()
+    screen, screen_slave = terminal_of_80x24()
+    drawn = bytearray()
+    drawer = threading.Thread(target=drain, args=(screen, drawn), daemon=True)
+    log_file = tmp_path / "data" / "console.log"
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mixer_console", *LOCAL_ANY_PORT],
+            cwd=ROOT,
+            env={**os.environ, "MIXER_DATA_DIR": str(tmp_path / "data")},
+            stdin=keyboard_slave,
+            stdout=screen_slave,
+            stderr=screen_slave,
+            start_new_session=True,
+        )
+        os.close(keyboard_slave)
+        os.close(screen_slave)
+        drawer.start()
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while not any(e["event"] == "relay.started" for e in logged_events(log_file)):
+            assert time.monotonic() < deadline, "the console never started"
+            time.sleep(0.1)
+
+        hung_up_at = len(drawn)
+        os.close(keyboard)
+        try:
+            status = process.wait(timeout=EXIT_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=EXIT_TIMEOUT)
+    finally:
+        drawer.join(timeout=EXIT_TIMEOUT)
+        with contextlib.suppress(OSError):
+            os.close(screen)
+
+    events = [event["event"] for event in logged_events(log_file)]
+    stopped = [e for e in logged_events(log_file) if e["event"] == "relay.stopped"]
+
+    assert status == 0
+    assert "console.terminal_gone" in events
+    assert stopped and stopped[-1]["store_flushed"] is True
+    assert b"\x1b[?1049l" in drawn[hung_up_at:]

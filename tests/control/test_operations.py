@@ -12,7 +12,9 @@ from relay.control import OperationRefused
 from relay.messages import MessageType
 from relay.protocol import encode_json, encode_string
 from relay.server import RelayServer
+from store.errors import StoreLocked
 from store.roomfile import iter_room_file_frames, scan_room_file
+from store.store import LOCK_NAME, lock_directory
 from tests.mixer_client import NOISE, MixerClient, join_payload, room_command
 from tests.relay.flows import Connect
 from tests.relays import running_relay
@@ -570,3 +572,24 @@ async def test_actions_without_an_operator_name_are_refused(
     assert (len(room.history), room.keep_open) == (2, False)
     assert "fork" not in relay.broadcaster.rooms
     assert not (tmp_path / "s.mixer").exists()
+
+
+async def test_export_refuses_the_data_folder_s_lock(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Regression: an export onto the data folder's lock file replaced it, so a
+    second relay could lock the folder and run on the database of the first."""
+    await room_with_history(connect, 2)
+    store = relay.broadcaster.store
+    assert store is not None
+    data_dir = store.path.parent
+
+    with pytest.raises(OperationRefused, match="lock"):
+        await relay.control.export_room(
+            "studio", data_dir / LOCK_NAME, operator=OPERATOR
+        )
+
+    with pytest.raises(StoreLocked):
+        lock_directory(data_dir)
+
+    assert await relay.control.audit_log() == []

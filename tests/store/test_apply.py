@@ -413,3 +413,108 @@ def test_apply_fork_or_rewind_the_log_outran_is_skipped(
     assert isinstance(skipped, OperationSkipped)
     assert reason in skipped.reason and skipped.origin == "n2"
     assert rows(db) == before
+
+
+def test_apply_rewind_of_a_room_gone_is_skipped_with_its_reason(db) -> None:
+    """Regression: a rewind whose room was deleted before it committed was
+    dropped without a word, so the operator who asked waited the whole timeout
+    and was told it might still take effect later."""
+    applier = seeded(db, 5)
+    applier.apply(3, "s", 2, [("delete", "n1", "r")])
+
+    (skipped,) = applier.apply(4, "s", 3, [("rewind", "n2", "r", 1)]).events
+
+    assert isinstance(skipped, OperationSkipped)
+    assert (skipped.action, skipped.room, skipped.origin) == ("rewind", "r", "n2")
+    assert "no room named 'r'" in skipped.reason
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [("rewind", "n2", "r", 2), ("delete", "n2", "r")],
+    ids=["rewind", "delete"],
+)
+def test_apply_restarted_node_numbers_commands_as_the_others(
+    tmp_path: Path, cut: tuple[object, ...]
+) -> None:
+    """Regression: a node restarted after a rewind (or a deletion) cut the newest
+    commands numbered its next commands from what was left, lower than the nodes
+    that kept running, so their rows never matched again."""
+    later = [
+        (4, 3, [room_op("b"), command_op(encode_frame(150, b"after"), "b")]),
+        (5, 4, [command_op(encode_frame(150, b"again"), "b")]),
+    ]
+    results = []
+    for name in ("running", "restarted"):
+        path = tmp_path / f"{name}.sqlite"
+        database = open_database(path, 1 << 20)
+        applier = seeded(database, 5)
+        applier.apply(3, "s", 2, [cut])
+        if name == "restarted":
+            database.conn.close()
+            database = open_database(path, 1 << 20)
+            applier = EntryApplier(database)
+
+        for index, number, operations in later:
+            applier.apply(index, "s", number, operations)
+
+        results.append(rows(database))
+        database.conn.close()
+
+    assert results[0] == results[1]
+
+
+def test_apply_fork_keeps_its_row_when_an_artist_created_the_name_meanwhile(
+    db,
+) -> None:
+    """Regression: an artist on another node creating the fork's name while the
+    fork was being committed had its room's row committed after the fork's, which
+    overwrote the fork's versions and made it unjoinable; that creation is now
+    skipped and the fork's row and commands stay as copied."""
+    applier = seeded(db, 5)
+    applier.apply(3, "s", 2, [("fork", "n2", "r", 3, "f", 7.5)])
+    fork_rows = rows(db)
+    artists_room = (
+        "room",
+        "n1",
+        "f",
+        "4.0",
+        "2.0",
+        False,
+        True,
+        False,
+        False,
+        "{}",
+        9.0,
+    )
+
+    applied = applier.apply(4, "s", 3, [artists_room])
+
+    assert applied.events == ()
+    assert rows(db) == fork_rows
+
+
+def test_apply_room_changed_on_its_own_node_is_saved(db) -> None:
+    """A change to an existing room (same creation time) is still written."""
+    applier = seeded(db, 1)
+    changed = ("room", "n2", "r", "3.4", "1.0", False, True, True, True, "{}", 1.0)
+
+    (saved,) = applier.apply(3, "s", 2, [changed]).events
+
+    assert isinstance(saved, RoomSaved) and saved.record.keep_open
+
+
+@pytest.mark.parametrize("count", [0, 5], ids=["nothing", "everything"])
+def test_apply_fork_and_rewind_at_either_end(db, count: int) -> None:
+    """A fork of no command is an empty room and one of every command a whole
+    copy; a rewind to 0 empties the room and one to its length keeps it whole."""
+    applier = seeded(db, 5)
+    whole = history(db, "r")
+
+    (forked,) = applier.apply(3, "s", 2, [("fork", "n2", "r", count, "f", 2.0)]).events
+    (rewound,) = applier.apply(4, "s", 3, [("rewind", "n2", "r", count)]).events
+
+    assert isinstance(forked, RoomForked) and isinstance(rewound, RoomRewound)
+    assert history(db, "f") == history(db, "r") == whole[:count]
+    assert forked.count == rewound.count == count
+    assert (forked.last is None) == (rewound.last is None) == (count == 0)

@@ -4,6 +4,8 @@ import json
 import os
 import random
 import re
+import socket
+import stat
 import struct
 import tracemalloc
 from collections.abc import Iterator
@@ -611,6 +613,24 @@ def test_write_room_file_onto_directory(tmp_path: Path) -> None:
         write_room_file(tmp_path / "room.mixer", {}, SAMPLE_FRAMES)
 
     assert [item.name for item in tmp_path.iterdir()] == ["room.mixer"]
+
+
+def test_write_room_file_onto_a_pipe_or_a_socket_leaves_it(tmp_path: Path) -> None:
+    """Regression: the room file was renamed over a named pipe or a socket (and,
+    as root, over a device such as /dev/null), replacing it; both are refused."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "socket"))
+
+        for target, kind in ((pipe, "named pipe"), (tmp_path / "socket", "socket")):
+            with pytest.raises(RoomFileError, match=f"it is a {kind}"):
+                write_room_file(target, {}, SAMPLE_FRAMES)
+
+        assert stat.S_ISSOCK((tmp_path / "socket").lstat().st_mode)
+
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["pipe", "socket"]
 
 
 def test_write_room_file_replaces_existing(tmp_path: Path) -> None:

@@ -256,6 +256,6 @@ def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
     command = db.execute("SELECT seq, wire, sender, at FROM commands").fetchall()
     db.conn.close()
 
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert {"rooms", "commands", "audit", "bans", "leases", "raft_applied"} <= tables
     assert command == [(1, b"\x01\x02\x03", None, None)]
