@@ -36,9 +36,8 @@ from relay.room_history import (
     read_prefix,
     summary_of,
 )
-from store.replication import JOURNAL_NAME, SNAPSHOT_NAME
+from store.own_files import own_file_problem
 from store.roomfile import RoomFileError, write_room_file
-from store.store import LOCK_NAME
 
 # The longest ban an operator can set: ten years.
 MAX_BAN_SECONDS = 10 * 365 * 24 * 3600.0
@@ -371,9 +370,11 @@ class Operations:
         broadcaster = self._broadcaster
         database = broadcaster.database
         if database is not None:
-            await _refuse_store_files(
-                path, database.path, is_clustered=broadcaster.cluster is not None
+            problem = await anyio.to_thread.run_sync(
+                own_file_problem, path, database.path.parent
             )
+            if problem is not None:
+                raise OperationRefused(problem)
 
         room = self._room(name)
         attributes = room.attributes()
@@ -475,54 +476,3 @@ def _shown_number(value: float) -> str:
         return repr(value)
     except ValueError:
         return "a number of thousands of digits"
-
-
-# The files SQLite keeps next to a database, by the suffix of their names.
-_DATABASE_COMPANIONS = ("", "-wal", "-shm", "-journal")
-
-
-async def _refuse_store_files(
-    path: Path, database: Path, *, is_clustered: bool
-) -> None:
-    """Refuse an export onto the store's database or its companion files, which
-    the room file would replace (the rename is atomic, so the relay would write on
-    into an unlinked file and start with no rooms next time), onto the data
-    folder's lock (a second relay could then take it), or onto a cluster node's
-    Raft journal and snapshot.
-
-    Raises:
-        OperationRefused: ``path`` is one of them, by name or through links.
-    """
-    try:
-        target = await anyio.Path(path).resolve()
-    except (OSError, RuntimeError) as exc:
-        # Python 3.11 raises RuntimeError on a loop of links, later ones OSError.
-        raise OperationRefused(
-            f"the export path {str(path)!r} goes through a loop of symbolic links "
-            "or cannot be resolved"
-        ) from exc
-
-    stored = await anyio.Path(database).resolve()
-    if target == stored.with_name(LOCK_NAME):
-        raise OperationRefused(
-            f"{str(path)!r} is the lock that keeps a second relay off this data "
-            "folder; export elsewhere"
-        )
-
-    for suffix in _DATABASE_COMPANIONS:
-        if target == stored.with_name(stored.name + suffix):
-            raise OperationRefused(
-                f"{str(path)!r} is the relay's own database "
-                f"({stored.name + suffix}); export elsewhere"
-            )
-
-    # pysyncobj also writes temporary files beside these, named after them.
-    if (
-        is_clustered
-        and target.parent == stored.parent
-        and target.name.startswith((JOURNAL_NAME, SNAPSHOT_NAME))
-    ):
-        raise OperationRefused(
-            f"{str(path)!r} is this cluster node's own Raft file ({target.name}); "
-            "export elsewhere"
-        )

@@ -25,6 +25,7 @@ import sqlite_utils
 from store.access import LeaseRecord, delete_lease, load_leases
 from store.errors import Conflict, NotFound, StoreError
 from store.operators import AuditRecord, save_audit
+from store.own_files import own_file_problem
 from store.repository import (
     ROOM_ATTRIBUTE_ORDER,
     CommandRow,
@@ -40,6 +41,7 @@ from store.repository import (
 )
 from store.roomfile import (
     FRAME_HEADER,
+    RoomFileError,
     RoomFileSummary,
     iter_room_file_frames,
     scan_room_file,
@@ -172,8 +174,13 @@ class AdminStore:
 
         Raises:
             NotFound: there is no such room; no file is written.
-            RoomFileError: the file cannot be written.
+            RoomFileError: the file cannot be written, or is one of the data
+                folder's own (the database, the lock, Raft files).
         """
+        problem = own_file_problem(path, self.data_dir)
+        if problem is not None:
+            raise RoomFileError(problem)
+
         with self._sqlite_errors(f"cannot export room {name!r}"):
             with self._transaction("BEGIN"):
                 room = self.find_room(name)

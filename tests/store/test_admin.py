@@ -407,11 +407,6 @@ def test_room_export_unwritable_target(
     assert "cannot write room file" in errors
 
 
-@pytest.mark.xfail(
-    reason="found by the README walk: the CLI export has no check against the "
-    "store's own files (the admin socket's export_room has one)",
-    strict=True,
-)
 @pytest.mark.parametrize("suffix", ["", "-wal"])
 def test_room_export_onto_the_database_is_refused(
     capsys: pytest.CaptureFixture[str], seeded: Path, suffix: str
@@ -428,6 +423,31 @@ def test_room_export_onto_the_database_is_refused(
     assert status == 5
     assert "own database" in errors
     assert database_rows(seeded) == before
+
+
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("relay.lock", "the lock that keeps a second relay off"),
+        ("raft.journal", "own Raft file"),
+        ("raft.snapshot.tmp", "own Raft file"),
+    ],
+)
+def test_room_export_onto_the_folders_other_files_is_refused(
+    capsys: pytest.CaptureFixture[str], seeded: Path, name: str, says: str
+) -> None:
+    """The lock and a cluster node's Raft files are the data folder's too, also
+    when reached through a link from elsewhere."""
+    link = seeded.parent / f"elsewhere-{name}"
+    link.symlink_to(seeded / name)
+
+    for target in (seeded / name, link):
+        status, _, errors = run_cli(
+            "room", "export", "capture-file2", str(target), capsys=capsys
+        )
+
+        assert status == 5
+        assert says in errors
 
 
 @pytest.mark.parametrize(
