@@ -90,6 +90,7 @@ class MixerConsole(App[None]):
         self.dashboard = DashboardScreen(control, operator, where)
         self._handle_signals = handle_signals
         self._relay_worker: Worker[None] | None = None
+        self._is_stopping = False
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
@@ -113,6 +114,11 @@ class MixerConsole(App[None]):
             report_hangup()
 
     def _stop_on_signal(self, signum: int) -> None:
+        if self._is_stopping:
+            # A hang-up comes from the kernel and from the failing terminal both.
+            return
+
+        self._is_stopping = True
         log.info("relay.stopping", extra={"signal": signal.Signals(signum).name})
         # Before the app's last writes, which a dead terminal would fail.
         if signum == signal.SIGHUP and detach_from_gone_terminals():

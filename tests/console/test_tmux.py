@@ -308,7 +308,9 @@ async def test_terminal_hangup_stops_the_hosted_console(tmp_path: Path) -> None:
         await client.aclose()
 
     events = await logged_events(data_dir / "console.log")
-    assert "console.terminal_gone" in [event["event"] for event in events]
+    names = [event["event"] for event in events]
+    assert names.count("console.terminal_gone") == 1
+    assert names.count("relay.stopping") == 1
     stopped = [event for event in events if event["event"] == "relay.stopped"]
     assert stopped and stopped[-1]["store_flushed"] is True
     assert await stored_rooms(data_dir) == {"kept-room": 50}
