@@ -80,7 +80,7 @@ async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:
 
     out.write(
         f"Open {start['verification_uri']} and enter the code {start['user_code']}\n"
-        f"(it expires in {math.ceil(int(start['expires_in']) / 60)} minutes)\n"
+        f"(it expires in {_minutes(math.ceil(int(start['expires_in']) / 60))})\n"
     )
     interval = float(start["interval"])
     deadline = time.monotonic() + float(start["expires_in"])
@@ -145,3 +145,7 @@ def _answer(response: httpx2.Response) -> dict[str, Any]:
 
 def _status(response: httpx2.Response) -> str:
     return f"the relay answered HTTP {response.status_code}"
+
+
+def _minutes(count: int) -> str:
+    return "1 minute" if count == 1 else f"{count} minutes"

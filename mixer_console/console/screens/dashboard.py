@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
+from mixer_console.console.format import format_age
 from mixer_console.console.messages import (
     EventsArrived,
     RelayStateChanged,
@@ -140,7 +141,7 @@ class DashboardScreen(Screen[None]):
 
         what = f"kick {client_id}"
         if choice.ban_seconds is not None:
-            what += f" and ban for {choice.ban_seconds / 3600:g} h"
+            what += f" and ban for {format_age(0, choice.ban_seconds)}"
 
         await perform(
             self.app,
