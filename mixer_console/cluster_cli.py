@@ -93,8 +93,15 @@ def _add(address: str, settings: Settings, out: TextIO, err: TextIO) -> int:
         err.write(f"mixer-console: {exc}\n")
         return EXIT_UNREACHABLE
 
-    out.write(answer + "\n")
-    return EXIT_OK if answer.startswith("SUCCESS") else EXIT_UNREACHABLE
+    if answer.startswith("SUCCESS"):
+        out.write(f"{address} is a member of the cluster now\n")
+        return EXIT_OK
+
+    err.write(
+        f"mixer-console: the cluster did not add {address} ({answer}): is "
+        f"{settings.raft_self} up and in a cluster with quorum?\n"
+    )
+    return EXIT_UNREACHABLE
 
 
 def lag_of(report: NodeReport, reports: list[NodeReport]) -> int:

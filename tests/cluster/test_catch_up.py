@@ -98,6 +98,7 @@ async def test_cluster_nodes_catch_up_through_database_snapshots(
             cluster_command, nodes[0], nodes[1:], "add", newcomer.raft_address
         )
         assert added.returncode == 0, added.stdout + added.stderr
+        assert f"{newcomer.raft_address} is a member of the cluster" in added.stdout
 
         wait_available([newcomer])
         everyone = [*nodes, newcomer]
