@@ -113,7 +113,9 @@ class MixerConsole(App[None]):
             report_hangup()
 
     def _stop_on_signal(self, signum: int) -> None:
-        log.info("relay.stopping", extra={"signal": signal.Signals(signum).name})
+        # An attached console leaves its relay running: its log must not say so.
+        event = "relay.stopping" if self.hosted is not None else "console.stopping"
+        log.info(event, extra={"signal": signal.Signals(signum).name})
         # Before the app's last writes, which a dead terminal would fail.
         if signum == signal.SIGHUP and detach_from_gone_terminals():
             log.info("console.terminal_gone")
