@@ -114,16 +114,18 @@ class MixerConsole(App[None]):
             report_hangup()
 
     def _stop_on_signal(self, signum: int) -> None:
+        # Before the app's last writes, which a dead terminal would fail.
+        if signum == signal.SIGHUP and detach_from_gone_terminals():
+            log.info("console.terminal_gone")
+
         if self._is_stopping:
             # A hang-up comes from the kernel and from the failing terminal both.
             return
 
         self._is_stopping = True
-        log.info("relay.stopping", extra={"signal": signal.Signals(signum).name})
-        # Before the app's last writes, which a dead terminal would fail.
-        if signum == signal.SIGHUP and detach_from_gone_terminals():
-            log.info("console.terminal_gone")
-
+        # An attached console leaves its relay running: its log must not say so.
+        event = "relay.stopping" if self.hosted is not None else "console.stopping"
+        log.info(event, extra={"signal": signal.Signals(signum).name})
         self.run_worker(self.action_quit(), group="quit")
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:

@@ -317,8 +317,9 @@ async def test_terminal_hangup_stops_the_hosted_console(tmp_path: Path) -> None:
 
 
 async def test_terminal_hangup_ends_an_attached_console(tmp_path: Path) -> None:
-    """An attached console whose terminal vanishes ends by itself; the relay it
-    watched goes on serving."""
+    """An attached console whose terminal vanishes ends by itself, its log
+    saying the console stopped (it said "relay.stopping", which it never does);
+    the relay it watched goes on serving."""
     with private_socket_dir() as socket_dir:
         socket = socket_dir / "admin.sock"
         relay = await anyio.open_process(
@@ -348,7 +349,10 @@ async def test_terminal_hangup_ends_an_attached_console(tmp_path: Path) -> None:
             client = await MixerClient.connect(int(started["port"]))
             await client.handshake("ada")
             await client.aclose()
+            log_file = tmp_path / "console-data" / "console-attached.log"
+            events = [event["event"] for event in await logged_events(log_file)]
             assert relay.returncode is None
+            assert "console.stopping" in events and "relay.stopping" not in events
         finally:
             if relay.returncode is None:
                 relay.kill()
