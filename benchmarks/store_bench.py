@@ -11,9 +11,10 @@ Each case starts a fresh relay subprocess (``python -m mixer_console``) on
 bench_clients.py, and samples its CPU and RSS from /proc (bench_proc.py). The
 relay's database, ``<data dir>/rooms.sqlite``, is polled read-only from this
 process (WAL lets a reader in while the relay writes): the rows with a ``seq``
-above the last one seen are counted and their ``size`` (wire bytes, header
-included) summed, which adds up to ``SELECT count(*), sum(size) FROM commands``
-without rescanning the table; a full count checks the total at the end.
+above the last one seen are read, their ``count`` (commands in the row: a run
+of small commands shares one) and ``size`` (wire bytes, header included)
+summed, which adds up to ``SELECT sum(count), sum(size) FROM commands`` without
+rescanning the table; a full count checks the total at the end.
 
 Sections:
 
@@ -282,7 +283,7 @@ class DbPoller:
 
     Each poll reads only the rows with a ``seq`` above the largest seen so far:
     the journal writes commands in ``seq`` order and type 140 is never merged,
-    so the running totals equal ``SELECT count(*), sum(size) FROM commands``.
+    so the running totals equal ``SELECT sum(count), sum(size) FROM commands``.
     Samples are (time the poll began, commands, bytes).
     """
 
@@ -337,8 +338,8 @@ class DbPoller:
             # fetchall steps the statement to its end, so no read transaction
             # stays open between polls (it would hold back WAL checkpoints).
             rows = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0), max(seq) FROM commands "
-                "WHERE seq > ?",
+                "SELECT coalesce(sum(count), 0), coalesce(sum(size), 0), max(seq) "
+                "FROM commands WHERE seq > ?",
                 [self._last_seq],
             ).fetchall()
         except sqlite3.Error:
@@ -373,13 +374,13 @@ class DbPoller:
         self._thread.join(5.0)
 
     def full_count(self) -> tuple[int, int] | None:
-        """``SELECT count(*), sum(size) FROM commands``, once (None on error)."""
+        """``SELECT sum(count), sum(size) FROM commands``, once (None on error)."""
         conn = self._connect()
         if conn is None:
             return None
         try:
             rows = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM commands"
+                "SELECT coalesce(sum(count), 0), coalesce(sum(size), 0) FROM commands"
             ).fetchall()
         except sqlite3.Error:
             return None

@@ -44,6 +44,8 @@ from store.repository import (
     delete_commands,
     delete_room,
     insert_commands,
+    last_seq,
+    newest_command,
     save_room,
 )
 
@@ -182,7 +184,7 @@ class EntryApplier:
         db = self._db
         row = db.execute("SELECT raft_index FROM raft_applied WHERE id = 1").fetchone()
         self.applied_index = int(row[0]) if row else 0
-        (max_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM commands").fetchone()
+        max_seq = last_seq(db)
         self._next_seq = int(max_seq) + 1
         self.last_seq = int(max_seq)
         self._last_commands.clear()
@@ -510,11 +512,7 @@ class EntryApplier:
         if cached is not None:
             return cached
 
-        row = self._db.execute(
-            "SELECT seq, kind, wire FROM commands WHERE room_id = ? "
-            "ORDER BY seq DESC LIMIT 1",
-            [room_id],
-        ).fetchone()
+        row = newest_command(self._db, room_id)
         if row is None:
             return None
 

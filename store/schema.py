@@ -15,7 +15,7 @@ import sqlite_utils
 from store.errors import NewerSchema, NotOurDatabase
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
@@ -124,6 +124,23 @@ def _add_raft_apply_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_command_runs(db: sqlite_utils.Database) -> None:
+    # A row may hold a run of consecutive small commands (store/runs.py); count
+    # says how many, and every row stored before this step holds one. The index
+    # carries each row's count and size, so counting and measuring a history
+    # reads only the index, never a row's overflow pages (count, a column added
+    # last, sits after the wire bytes in each row).
+    commands = db.table("commands")
+    if "count" not in commands.columns_dict:
+        commands.add_column("count", int, not_null_default=1)
+
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_commands_room_id_seq_count_size "
+        "ON commands (room_id, seq, count, size)"
+    )
+    db.execute("DROP INDEX IF EXISTS idx_commands_room_id_seq")
+
+
 # Step N turns a version N-1 database into version N. Steps are idempotent: the
 # library commits each table it creates, so a crash can leave a step half done.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -131,6 +148,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _add_operator_records,
     _add_leases,
     _add_raft_apply_state,
+    _add_command_runs,
 ]
 
 

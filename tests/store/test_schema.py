@@ -253,9 +253,9 @@ def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
     db = open_database(path, cache_bytes=1 << 20)
     version = schema_version(db)
     tables = set(db.table_names())
-    command = db.execute("SELECT seq, wire, sender, at FROM commands").fetchall()
+    command = db.execute("SELECT seq, wire, sender, at, count FROM commands").fetchall()
     db.conn.close()
 
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert {"rooms", "commands", "audit", "bans", "leases", "raft_applied"} <= tables
-    assert command == [(1, b"\x01\x02\x03", None, None)]
+    assert command == [(1, b"\x01\x02\x03", None, None, 1)]
