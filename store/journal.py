@@ -225,10 +225,15 @@ class Journal:
 
     def _run(self) -> None:
         self._apply_size_limit()
-        while True:
-            batch = self._next_batch()
-            if batch is None or not self._write(batch):
-                return
+        while self._write_next_batch():
+            pass
+
+    def _write_next_batch(self) -> bool:
+        # A function of its own so that the batch is released as soon as it is
+        # written: held while the thread sleeps, a batch of 1 MiB commands kept
+        # tens of MB of the relay's memory.
+        batch = self._next_batch()
+        return batch is not None and self._write(batch)
 
     def _next_batch(self) -> list[Change] | None:
         with self._condition:
