@@ -224,6 +224,7 @@ def fanout_section() -> Section:
             Column("store_msgs_s", "store msgs/s", ",.0f"),
             Column("nostore_msgs_s", "no-store msgs/s", ",.0f"),
             Column("drop", "drop %", ".1f"),
+            Column("target", f"drop <= {FANOUT_TARGET_DROP:.0f} %"),
             Column("store_p50", "store p50 ms", ".2f"),
             Column("nostore_p50", "no-store p50 ms", ".2f"),
             Column("store_cpu", "store CPU %", ".0f"),
@@ -577,6 +578,7 @@ def fanout_cost(
     store, nostore = row.get("store_msgs_s"), row.get("nostore_msgs_s")
     if store and nostore:
         row["drop"] = 100.0 * (1.0 - store / nostore)
+        row["target"] = verdict(row["drop"] <= FANOUT_TARGET_DROP)
     return row
 
 

@@ -17,6 +17,18 @@ from store.errors import NewerSchema, NotOurDatabase
 APPLICATION_ID = 0x4D584352  # "MXCR"
 SCHEMA_VERSION = 5
 
+# The page size of a new database file (an existing file keeps its own). SQLite
+# writes every page twice, to the WAL and at each checkpoint back into the file,
+# a system call or two per page each time: with 4 KiB pages the writer spent
+# most of its time, on a core the relay shares, in those calls. Measured alone
+# on this machine, 16 KiB pages took 38 % less CPU per MB of 4 KiB commands and
+# 64 KiB pages 59 % less, but a small transaction (the cluster commits each Raft
+# entry on its own) cost 53 and 117 us instead of 31: 16 KiB is the middle.
+PAGE_SIZE = 16384
+# How much the WAL holds before a checkpoint writes it back, whatever the
+# page size (SQLite's default is 1000 pages, 4 MB of 4 KiB pages).
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+
 
 def _create_version_1(db: sqlite_utils.Database) -> None:
     db.table("rooms").create(
@@ -170,9 +182,17 @@ def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
     try:
         db = sqlite_utils.Database(connection)
         _check_identity(db, path)
+        if not db.table_names():
+            # Only takes effect on a file SQLite has not written yet.
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+
         db.execute(f"PRAGMA cache_size = -{max(cache_bytes // 1024, 64)}")
         db.execute("PRAGMA foreign_keys = ON")
         db.enable_wal()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.execute(
+            f"PRAGMA wal_autocheckpoint = {max(CHECKPOINT_BYTES // page_size, 1)}"
+        )
         # WAL with NORMAL syncs at checkpoints: a crash of the process loses
         # nothing committed, and the file is never left unreadable.
         db.execute("PRAGMA synchronous = NORMAL")
