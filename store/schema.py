@@ -182,6 +182,9 @@ def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
     try:
         db = sqlite_utils.Database(connection)
         _check_identity(db, path)
+        # Known limit: a file created before PAGE_SIZE keeps its 4 KiB pages (WAL
+        # mode cannot change them), and its writer the higher CPU cost; exporting
+        # its rooms and importing them into a new data folder gives larger pages.
         if not db.table_names():
             # Only takes effect on a file SQLite has not written yet.
             db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
