@@ -11,9 +11,10 @@ Each case starts a fresh relay subprocess (``python -m mixer_console``) on
 bench_clients.py, and samples its CPU and RSS from /proc (bench_proc.py). The
 relay's database, ``<data dir>/rooms.sqlite``, is polled read-only from this
 process (WAL lets a reader in while the relay writes): the rows with a ``seq``
-above the last one seen are counted and their ``size`` (wire bytes, header
-included) summed, which adds up to ``SELECT count(*), sum(size) FROM commands``
-without rescanning the table; a full count checks the total at the end.
+above the last one seen are read, their ``count`` (commands in the row: a run
+of small commands shares one) and ``size`` (wire bytes, header included)
+summed, which adds up to ``SELECT sum(count), sum(size) FROM commands`` without
+rescanning the table; a full count checks the total at the end.
 
 Sections:
 
@@ -223,6 +224,7 @@ def fanout_section() -> Section:
             Column("store_msgs_s", "store msgs/s", ",.0f"),
             Column("nostore_msgs_s", "no-store msgs/s", ",.0f"),
             Column("drop", "drop %", ".1f"),
+            Column("target", f"drop <= {FANOUT_TARGET_DROP:.0f} %"),
             Column("store_p50", "store p50 ms", ".2f"),
             Column("nostore_p50", "no-store p50 ms", ".2f"),
             Column("store_cpu", "store CPU %", ".0f"),
@@ -282,7 +284,7 @@ class DbPoller:
 
     Each poll reads only the rows with a ``seq`` above the largest seen so far:
     the journal writes commands in ``seq`` order and type 140 is never merged,
-    so the running totals equal ``SELECT count(*), sum(size) FROM commands``.
+    so the running totals equal ``SELECT sum(count), sum(size) FROM commands``.
     Samples are (time the poll began, commands, bytes).
     """
 
@@ -337,8 +339,8 @@ class DbPoller:
             # fetchall steps the statement to its end, so no read transaction
             # stays open between polls (it would hold back WAL checkpoints).
             rows = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0), max(seq) FROM commands "
-                "WHERE seq > ?",
+                "SELECT coalesce(sum(count), 0), coalesce(sum(size), 0), max(seq) "
+                "FROM commands WHERE seq > ?",
                 [self._last_seq],
             ).fetchall()
         except sqlite3.Error:
@@ -373,13 +375,13 @@ class DbPoller:
         self._thread.join(5.0)
 
     def full_count(self) -> tuple[int, int] | None:
-        """``SELECT count(*), sum(size) FROM commands``, once (None on error)."""
+        """``SELECT sum(count), sum(size) FROM commands``, once (None on error)."""
         conn = self._connect()
         if conn is None:
             return None
         try:
             rows = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM commands"
+                "SELECT coalesce(sum(count), 0), coalesce(sum(size), 0) FROM commands"
             ).fetchall()
         except sqlite3.Error:
             return None
@@ -576,6 +578,7 @@ def fanout_cost(
     store, nostore = row.get("store_msgs_s"), row.get("nostore_msgs_s")
     if store and nostore:
         row["drop"] = 100.0 * (1.0 - store / nostore)
+        row["target"] = verdict(row["drop"] <= FANOUT_TARGET_DROP)
     return row
 
 

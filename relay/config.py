@@ -65,7 +65,9 @@ class Settings:
     """``MIXER_STORE_BATCH_SIZE``: changes written in one transaction at most;
     a full batch is written at once."""
 
-    store_cache_bytes: int = 32 * MIB
+    # Small on purpose: the store appends and reads histories in order, so a
+    # large cache mostly held the pages of big commands, and the relay's memory.
+    store_cache_bytes: int = 8 * MIB
     """``MIXER_STORE_CACHE_BYTES``: SQLite page cache, per connection."""
 
     store_max_bytes: int = 0

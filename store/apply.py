@@ -45,7 +45,9 @@ from store.repository import (
     delete_commands,
     delete_room,
     insert_commands,
+    last_seq,
     load_rooms,
+    newest_command,
     prefix_size,
     read_page,
     save_room,
@@ -231,10 +233,9 @@ class EntryApplier:
             "SELECT raft_index, next_seq FROM raft_applied WHERE id = 1"
         ).fetchone()
         self.applied_index = int(row[0]) if row else 0
-        (max_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM commands").fetchone()
         # A database written before the counter was kept has only its commands.
         kept = int(row[1]) if row is not None and row[1] is not None else 0
-        self._next_seq = max(int(max_seq) + 1, kept)
+        self._next_seq = max(last_seq(db) + 1, kept)
         self.last_seq = self._next_seq - 1
         self._last_commands.clear()
 
@@ -656,11 +657,7 @@ class EntryApplier:
         if cached is not None:
             return cached
 
-        row = self._db.execute(
-            "SELECT seq, kind, wire FROM commands WHERE room_id = ? "
-            "ORDER BY seq DESC LIMIT 1",
-            [room_id],
-        ).fetchone()
+        row = newest_command(self._db, room_id)
         if row is None:
             return None
 

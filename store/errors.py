@@ -25,3 +25,8 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """Raised when a room to create already exists."""
+
+
+class CorruptRun(StoreError):
+    """Raised when a stored run of commands does not split into its count of
+    frames (the database file was damaged)."""

@@ -6,6 +6,9 @@ applies it in one transaction. When a transaction fails (the disk is full, the
 file is locked) the batch stays queued, the store reports itself degraded, and
 the thread retries until it succeeds; nothing queued is dropped. The relay reads
 :attr:`Journal.durable_seq` to know which commands are safely on disk.
+
+Appended commands are gathered into runs as a batch is written (store/runs.py),
+so a stream of small commands costs SQLite a row per run, not per command.
 """
 
 import logging
@@ -25,10 +28,11 @@ from store.repository import (
     copy_history,
     delete_commands,
     delete_room,
-    insert_commands,
+    insert_runs,
     save_room,
     truncate_history,
 )
+from store.runs import RunBuilder
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +225,15 @@ class Journal:
 
     def _run(self) -> None:
         self._apply_size_limit()
-        while True:
-            batch = self._next_batch()
-            if batch is None or not self._write(batch):
-                return
+        while self._write_next_batch():
+            pass
+
+    def _write_next_batch(self) -> bool:
+        # A function of its own so that the batch is released as soon as it is
+        # written: held while the thread sleeps, a batch of 1 MiB commands kept
+        # tens of MB of the relay's memory.
+        batch = self._next_batch()
+        return batch is not None and self._write(batch)
 
     def _next_batch(self) -> list[Change] | None:
         with self._condition:
@@ -299,22 +308,25 @@ class Journal:
 
     def _apply(self, batch: list[Change]) -> None:
         db = self._db
-        rows: list[AppendRow] = []
+        runs = RunBuilder()
         db.execute("BEGIN IMMEDIATE")
         try:
             for change in batch:
                 if type(change) is tuple:
-                    rows.append(change)
+                    runs.add(change)
                     continue
 
-                if rows:
-                    insert_commands(db, rows)
-                    rows = []
+                # A command merged away before it was written is not written.
+                if type(change) is RemoveCommand and runs.discard(change.seq):
+                    continue
+
+                if runs:
+                    insert_runs(db, runs.take())
 
                 _apply_one(db, change)
 
-            if rows:
-                insert_commands(db, rows)
+            if runs:
+                insert_runs(db, runs.take())
 
             db.execute("COMMIT")
         except BaseException:

@@ -58,7 +58,7 @@ class StoreOptions:
 
     flush_interval: float = 0.05
     batch_size: int = 2000
-    cache_bytes: int = 32 * 1024 * 1024
+    cache_bytes: int = 8 * 1024 * 1024
     max_bytes: int = 0
 
 

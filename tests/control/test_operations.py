@@ -1,6 +1,8 @@
 """Operator actions in-process, against a real relay, store and TCP clients."""
 
 import math
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -291,6 +293,36 @@ async def test_fork_and_rewind_while_an_artist_edits_the_newest_object(
     assert [command.size for command in page.commands[:2]] == [
         len(wire) for wire in wires[:2]
     ]
+
+
+async def test_fork_rewind_and_pages_cut_inside_a_stored_run(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """Commands that arrive in one read share a row in the store (a run); a fork,
+    a page of the operator's history and a rewind at a command inside that row
+    see exactly the commands up to it, each on its own."""
+    creator = await connect()
+    await creator.handshake("ada")
+    wires = commands(12)
+    await creator.create_room("studio", commands=[b"".join(wires)])
+    store = relay.broadcaster.store
+    assert store is not None
+    assert await store.wait_written(10)
+    with closing(sqlite3.connect(store.path)) as db:
+        (rows,) = db.execute("SELECT count(*) FROM commands").fetchone()
+
+    await relay.control.fork_room("studio", 7, "studio-take2", operator=OPERATOR)
+    page = await relay.control.history_page("studio", 6, 3)
+    await relay.control.rewind_room("studio", 5, operator=OPERATOR)
+    forked = await (await connect()).join_room("studio-take2")
+    rewound = await (await connect()).join_room("studio")
+
+    assert rows < len(wires)
+    assert [frame.wire for frame in forked] == wires[:7]
+    assert [(c.index, c.size, c.sender) for c in page.commands] == [
+        (index, len(wires[index - 1]), creator.client_id) for index in (6, 7, 8)
+    ]
+    assert [frame.wire for frame in rewound] == wires[:5]
 
 
 async def test_fork_at_zero_and_custom_attributes(

@@ -25,6 +25,7 @@ from store.roomfile import RoomFileError, encode_room_attributes, write_room_fil
 from store.store import DATABASE_NAME, Store, StoreOptions
 from tests.mixer_client import MixerClient
 from tests.relays import running_relay
+from tests.store.stored_rows import command_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -63,9 +64,7 @@ def database_rows(data_dir: Path) -> tuple[list[Any], list[Any]]:
 
     with sqlite3.connect(path) as connection:
         rooms = connection.execute("SELECT * FROM rooms ORDER BY id").fetchall()
-        commands = connection.execute(
-            "SELECT seq, room_id, kind, size, wire FROM commands ORDER BY seq"
-        ).fetchall()
+        commands = command_rows(connection)
 
     connection.close()
     return rooms, commands

@@ -35,6 +35,7 @@ from relay.server import RelayServer
 from store.store import DATABASE_NAME, Store
 from tests.mixer_client import NOISE, MixerClient, join_payload, room_command
 from tests.relays import running_relay
+from tests.store.stored_rows import command_rows
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MIB = 1024 * 1024
@@ -175,11 +176,9 @@ def store_of(relay: RelayServer) -> Store:
 def stored_commands(data_dir: Path) -> list[tuple[int, int, int, bytes]]:
     """Every stored command as (seq, room_id, kind, wire), in seq order."""
     with closing(sqlite3.connect(data_dir / DATABASE_NAME, timeout=10)) as db:
-        rows = db.execute(
-            "SELECT seq, room_id, kind, wire FROM commands ORDER BY seq"
-        ).fetchall()
+        rows = command_rows(db)
 
-    return [(seq, room_id, kind, bytes(wire)) for seq, room_id, kind, wire in rows]
+    return [(seq, room_id, kind, wire) for seq, room_id, kind, _size, wire in rows]
 
 
 def stored_room_names(data_dir: Path) -> list[str]:
@@ -202,7 +201,7 @@ def committed(data_dir: Path, sql: str) -> int:
 
 
 def count_stored(data_dir: Path) -> int:
-    return committed(data_dir, "SELECT count(*) FROM commands")
+    return committed(data_dir, "SELECT coalesce(sum(count), 0) FROM commands")
 
 
 def count_joinable(data_dir: Path) -> int:

@@ -1,13 +1,16 @@
 """The journal on a real SQLite file: batching, waking, refused changes."""
 
+import array
 import contextlib
 import logging
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 
+from relay.protocol import encode_frame
 from store.repository import (
     INSERT_GROUP_BYTES,
     RoomRecord,
@@ -93,3 +96,27 @@ def test_insert_commands_cuts_groups_by_bytes(tmp_path: Path) -> None:
 
     assert count == 10
     assert len(inserts) >= 10 * 2 * MIB // INSERT_GROUP_BYTES
+
+
+def test_journal_lets_go_of_a_written_batch(tmp_path: Path) -> None:
+    """Once a batch is written, the journal holds none of its commands' bytes.
+
+    Regression: the writing thread kept its last batch while it slept, and after
+    an upload of 1 MiB commands the idle relay held tens of MB of them.
+    """
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    store.save_room(record(1, "big"))
+    wire = array.array("B", encode_frame(140, bytes(MIB)))
+    written = weakref.ref(wire)
+    store.append(store.allocate_seq(), 1, 140, wire)  # type: ignore[arg-type]
+    del wire
+    is_flushed = store.journal.flush(timeout=5)
+    deadline = time.monotonic() + 5
+    while written() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    is_released = written() is None
+    store.close(timeout=5)
+
+    assert is_flushed
+    assert is_released

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from store.schema import APPLICATION_ID, SCHEMA_VERSION, open_database, schema_version
+from store.schema import (
+    APPLICATION_ID,
+    CHECKPOINT_BYTES,
+    PAGE_SIZE,
+    SCHEMA_VERSION,
+    open_database,
+    schema_version,
+)
 from store.store import DATABASE_NAME, LOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -245,17 +252,47 @@ def write_version_1(path: Path) -> None:
 
 def test_schema_version_1_is_migrated(tmp_path: Path) -> None:
     """A version 1 database gains the sender and time columns (NULL for old
-    commands), the audit, bans and leases tables and the cluster's apply state,
-    keeping its rooms and commands."""
+    commands), the audit, bans and leases tables, the cluster's apply state and
+    next number, and the runs' count, keeping its rooms and commands."""
     path = tmp_path / DATABASE_NAME
     write_version_1(path)
 
     db = open_database(path, cache_bytes=1 << 20)
     version = schema_version(db)
     tables = set(db.table_names())
-    command = db.execute("SELECT seq, wire, sender, at FROM commands").fetchall()
+    command = db.execute("SELECT seq, wire, sender, at, count FROM commands").fetchall()
+    applied = db.table("raft_applied").columns_dict
     db.conn.close()
 
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6
+    assert "next_seq" in applied
     assert {"rooms", "commands", "audit", "bans", "leases", "raft_applied"} <= tables
-    assert command == [(1, b"\x01\x02\x03", None, None)]
+    assert command == [(1, b"\x01\x02\x03", None, None, 1)]
+
+
+def test_schema_new_file_gets_large_pages_old_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """A new database uses PAGE_SIZE pages; one written before keeps its 4 KiB
+    pages (SQLite cannot change them in WAL mode), and both checkpoint about
+    CHECKPOINT_BYTES of WAL at a time."""
+    old_path = tmp_path / "old" / DATABASE_NAME
+    old_path.parent.mkdir()
+    write_version_1(old_path)
+
+    new = open_database(tmp_path / DATABASE_NAME, cache_bytes=1 << 20)
+    old = open_database(old_path, cache_bytes=1 << 20)
+    settings = [
+        (
+            db.execute("PRAGMA page_size").fetchone()[0],
+            db.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+        )
+        for db in (new, old)
+    ]
+    new.conn.close()
+    old.conn.close()
+
+    assert settings == [
+        (PAGE_SIZE, CHECKPOINT_BYTES // PAGE_SIZE),
+        (4096, CHECKPOINT_BYTES // 4096),
+    ]
