@@ -273,9 +273,28 @@ async def until_ended(pid: int) -> None:
 
             await anyio.sleep(POLL_SECONDS)
 
+    threads = thread_states(pid)
     # The test started it: a console left hanging must not outlive the test.
     os.kill(pid, signal.SIGKILL)
-    raise AssertionError(f"process {pid} still ran after its terminal hung up")
+    raise AssertionError(
+        f"process {pid} still ran after its terminal hung up; threads: {threads}"
+    )
+
+
+def thread_states(pid: int) -> list[str]:
+    """Each thread's name, state and kernel wait channel, to tell a hang apart."""
+    states = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+        try:
+            name = (task / "comm").read_text().strip()
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            channel = (task / "wchan").read_text().strip()
+        except OSError:
+            continue
+
+        states.append(f"{name}:{state}:{channel}")
+
+    return states
 
 
 async def stored_rooms(data_dir: Path) -> dict[str, int]:
