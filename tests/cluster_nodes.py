@@ -29,13 +29,33 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_raft_port() -> int:
+    """A Raft port free on 127.0.0.1 with the next one (the bulk port) free too."""
+    for _ in range(50):
+        port = free_port()
+        if port >= 65535:
+            continue
+
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+
+        return port
+
+    raise AssertionError("no two free ports in a row in 50 tries")
+
+
 @dataclass
 class Node:
     """One relay node: its addresses, data directory, and process while running."""
 
     name: str
     data_dir: Path
-    raft_port: int = field(default_factory=free_port)
+    raft_port: int = field(default_factory=free_raft_port)
+    program: tuple[str, ...] = ("-m", "mixer_console")
+    """What Python runs: the relay, or a wrapper around it (benchmarks)."""
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     http_port: int = 0
@@ -83,7 +103,7 @@ class Node:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mixer_console", "--no-ui"],
+                [sys.executable, *self.program, "--no-ui"],
                 cwd=ROOT,
                 env=variables,
                 stdout=log_file,
