@@ -5,8 +5,8 @@ journal (see :mod:`store.replication` for the design). The link batches them
 into entries, proposes them without blocking the event loop, retries an entry
 under the same number when its outcome is unknown, and gives up on it (telling
 the clients whose commands it carried, and the cluster, which then releases the
-entries held behind it) after :data:`GIVE_UP_SECONDS`. A command larger
-than :data:`ENTRY_BYTES` is first shared with the peers beside the log
+entries held behind it) after :data:`GIVE_UP_SECONDS`. A command of
+:data:`store.bulk.BULK_BYTES` or more is first shared with the peers beside the log
 (:mod:`store.bulk`); the entry that names it, and every entry after it, waits
 until a majority holds its bytes, so the node's commands still enter the log in
 the order they came. Applied entries come back from pysyncobj's thread through
@@ -33,7 +33,7 @@ from relay.protocol import Wire
 from relay.thread_wakeup import ThreadWakeup
 from store.access import LeaseRecord
 from store.apply import ABANDON, Applied, AppliedEntry
-from store.bulk import BulkError, BulkPeers, digest_of
+from store.bulk import BULK_BYTES, BulkError, BulkPeers, digest_of
 from store.operators import AuditRecord, BanRecord
 from store.replication import (
     ENTRY_BYTES,
@@ -270,10 +270,10 @@ class ClusterLink:
     def propose_command(self, client_id: str, room: str, kind: int, wire: Wire) -> None:
         """Propose a room command; it is forwarded once committed."""
         size = len(wire)
-        # Known limit: commands up to ENTRY_BYTES still travel in the log, where
-        # pysyncobj compresses and encrypts them in Python; beside the log, 64 KiB
-        # commands were slower still (10-13 MB/s, one connection per command).
-        if size <= ENTRY_BYTES or self._bulk is None:
+        # Known limit: smaller commands still travel in the log, where pysyncobj
+        # encodes incompressible bytes at about 5 MB/s per hop (4 KiB random
+        # commands: 7.5 MB/s across the cluster).
+        if size < BULK_BYTES or self._bulk is None:
             command = ("command", self.node_id, client_id, room, kind, bytes(wire))
             self._add(command, size, client_id)
             return

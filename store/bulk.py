@@ -1,12 +1,12 @@
 """Large command bytes travel beside the Raft log; the log commits their digest.
 
-Why. pysyncobj pickles, zlib-compresses and encrypts every message in Python,
-once per peer and on every hop, and copies its send and receive buffers whole on
-every socket call. Measured on this project's 2-core machine: 4 MiB commands of
-incompressible bytes crossed a three-node cluster at under 1 MB/s that way.
+Why. pysyncobj pickles (protocol 2, which turns bytes into text and back),
+zlib-compresses and encrypts every message, once per peer and on every hop.
+Measured on this project's 2-core machine: that encodes incompressible bytes at
+about 5 MB/s, and 1 MiB commands of random bytes crossed a three-node cluster at
+under 1 MB/s that way.
 
-How. A node proposing a command larger than one entry's batch of small
-commands (:data:`store.replication.ENTRY_BYTES`) stores its bytes,
+How. A node proposing a command of :data:`BULK_BYTES` or more stores its bytes,
 sends them straight to every peer over this channel, and proposes only a small
 operation naming them by their SHA-256 digest once a majority of the nodes
 (itself included) hold them. So any committed digest is held by a majority.
@@ -40,11 +40,25 @@ from store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+# Commands at least this large travel beside the log. Measured with random
+# bytes (benchmarks/cluster_bench.py --payload random): 64 KiB commands made
+# 0.8 MB/s in the log and 10 MB/s beside it; with dots, which pysyncobj's zlib
+# squeezes to nothing, 21-25 MB/s in the log and 12.6 beside it.
+# Known limit: each command opens one connection per peer and writes a file on
+# every node, so commands of 64 KiB to 192 KiB that compress well are slower
+# beside the log than they were in it.
+BULK_BYTES = 64 * 1024
 # The largest body a peer accepts (the relay's own frame limit is 1 GiB).
 MAX_BODY_BYTES = 2 * 1024**3
 # Bytes are kept this long after they arrive, for peers that come to fetch them
 # (a node that was down replays entries from its journal when it comes back).
+# Known limit: a node whose journal still holds a bulk entry it never applied
+# when every copy of the bytes is older than this cannot apply it, and is stuck
+# until its data folder is emptied (it then catches up as a new node).
 KEEP_SECONDS = 900.0
+# pysyncobj applies a failed entry again at its next tick, logging the failure
+# each time: a pause keeps that to about one log line a second.
+UNAVAILABLE_PAUSE = 1.0
 # Seconds one request may take, connecting included.
 REQUEST_SECONDS = 10.0
 
@@ -119,6 +133,8 @@ class BulkStore:
             return False
 
         path = self._path(digest)
+        # Known limit: the file is not synced (nor is pysyncobj's journal), so a
+        # power cut on a majority of the nodes at once can lose committed bytes.
         # A name of its own per thread: two peers may push the same bytes at once.
         partial = path.with_name(f".{path.name}.{threading.get_ident()}")
         partial.write_bytes(data)
@@ -355,6 +371,8 @@ class BulkPeers:
 
         return stored >= needed
 
+    # Known limit: a fetch runs on pysyncobj's thread, which does nothing else
+    # meanwhile (up to REQUEST_SECONDS per peer that does not answer).
     def obtain(self, digest: bytes) -> bytes:
         """The bytes a committed digest names: from this node's store, or
         fetched from the first peer that has them (pysyncobj's thread).
@@ -375,6 +393,7 @@ class BulkPeers:
                 )
                 return data
 
+        time.sleep(UNAVAILABLE_PAUSE)
         raise BulkUnavailable(f"no node gave the bytes of {digest.hex()}")
 
     def close(self) -> None:

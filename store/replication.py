@@ -12,9 +12,9 @@ majority of the nodes' logs: it survives the loss of any one node.
 
 Entries. One entry is a batch of operations (tuples of plain values) proposed
 by one node: ``room`` (a room's row, by name), ``delete``, ``command`` (room,
-type, wire bytes, the sending client), and ``bulk`` (the same for a command larger than
-:data:`ENTRY_BYTES`, whose bytes travel beside the log and which the entry names
-by its digest: see :mod:`store.bulk`). The relay collects
+type, wire bytes, the sending client), and ``bulk`` (the same for a command of
+:data:`store.bulk.BULK_BYTES` or more, whose bytes travel beside the log and
+which the entry names by its digest: see :mod:`store.bulk`). The relay collects
 operations for a few milliseconds, or until the batch holds :data:`ENTRY_BYTES`,
 so thousands of small commands cost tens of entries. pysyncobj 0.3.17 cannot
 send one entry larger than its append batch (``appendEntriesBatchSizeBytes``):
