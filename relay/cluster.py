@@ -299,10 +299,8 @@ class ClusterLink:
         )
         batch.sharing -= 1
         if not is_shared:
-            # Its sender's later commands are held behind it: the client is closed
-            # rather than see them without it.
-            batch.operations.remove(operation)
             log.warning("bulk.share_failed", extra={"bytes": len(data)})
+            self._drop_commands_of(operation[2])
             if self._receiver is not None:
                 self._receiver.close_clients(
                     {operation[2]},
@@ -311,6 +309,18 @@ class ClusterLink:
                 )
 
         self._release_held()
+
+    def _drop_commands_of(self, client_id: str) -> None:
+        """Drop a client's commands not yet proposed: after one of them failed,
+        the others must not reach the room without it."""
+        for batch in (*self._held, self._batch):
+            batch.operations = [
+                operation
+                for operation in batch.operations
+                if not (
+                    operation[0] in ("command", "bulk") and operation[2] == client_id
+                )
+            ]
 
     def _release_held(self) -> None:
         while self._held and self._held[0].sharing == 0:

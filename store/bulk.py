@@ -174,6 +174,8 @@ class BulkStore:
         return self._folder / digest.hex()
 
 
+# Known limit: connections are not counted, so anyone who reaches the bulk port
+# can hold many threads for REQUEST_SECONDS each before being refused.
 class BulkServer:
     """Serves this node's :class:`BulkStore` to peers that know the key.
 
