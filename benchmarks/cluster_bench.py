@@ -18,6 +18,9 @@ throughput S
     payload bytes, keeping at most a window of commands not yet received, for a
     bounded time and byte count. cmd/s and MB/s (wire bytes, 1 MB = 10^6 B) are
     counted at the receiver, from the first send to the last receipt.
+Payload bytes are dots (which pysyncobj's zlib squeezes to nothing) unless
+``--payload random`` (incompressible, like images or packed meshes).
+
 latency S @ R/s
     Timestamped commands of S bytes sent at a fixed rate R for a few seconds;
     p50/p99 are send-to-receive times (one clock: both clients live in this
@@ -31,6 +34,7 @@ The bench process (clients, asyncio) shares the machine's cores with the nodes.
 """
 
 import argparse
+import os
 import statistics
 import struct
 import sys
@@ -57,6 +61,9 @@ from tests.mixer_client import MixerClient, room_command  # noqa: E402
 KIND = 150
 STAMP = struct.Struct("<dI")  # send time, sequence number
 MB = 1_000_000
+# What a payload is made of past its stamp (--payload sets it).
+PADDING = {"dots": lambda size: b"." * size, "random": os.urandom}
+padding = b""
 # A node still applying the previous case's backlog can take long to see a room.
 PAIR_SECONDS = 60
 
@@ -102,7 +109,8 @@ async def close(*clients: MixerClient) -> None:
 
 
 def body(size: int, sequence: int) -> bytes:
-    return STAMP.pack(time.monotonic(), sequence).ljust(size, b".")
+    stamp = STAMP.pack(time.monotonic(), sequence)
+    return stamp + padding[: max(0, size - len(stamp))]
 
 
 async def throughput(
@@ -117,7 +125,7 @@ async def throughput(
     sent = 0
     done = anyio.Event()
     wire_size = len(room_command(KIND, body(size, 0)))
-    frame = room_command(KIND, b"".ljust(size, b"."))
+    frame = room_command(KIND, body(size, 0))
     started = time.monotonic()
     deadline = started + seconds
     last = started
@@ -251,7 +259,9 @@ async def run_setup(
 
 
 async def main_async(arguments: argparse.Namespace) -> list[Row]:
+    global padding
     sizes = [int(size) for size in arguments.sizes.split(",")]
+    padding = PADDING[arguments.payload](max(sizes))
     seconds = 3.0 if arguments.quick else 8.0
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as scratch:
@@ -259,11 +269,12 @@ async def main_async(arguments: argparse.Namespace) -> list[Row]:
         single = Node("single", base / "single")
         nodes = make_nodes(base, 3)
         try:
-            single.start([])
-            rows += await run_setup(
-                "1 node", (single.port, single.port), sizes, seconds
-            )
-            single.stop()
+            if not arguments.cluster_only:
+                single.start([])
+                rows += await run_setup(
+                    "1 node", (single.port, single.port), sizes, seconds
+                )
+                single.stop()
 
             start_all(nodes)
             wait_available(nodes)
@@ -324,6 +335,10 @@ def main() -> None:
         help="payload sizes in bytes, comma-separated",
     )
     parser.add_argument("--failovers", type=int, default=3, help="failover runs")
+    parser.add_argument("--payload", choices=sorted(PADDING), default="dots")
+    parser.add_argument(
+        "--cluster-only", action="store_true", help="skip the single relay"
+    )
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument(
         "--keep", help="run the nodes in this folder and keep it (their logs)"

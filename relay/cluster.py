@@ -5,15 +5,18 @@ journal (see :mod:`store.replication` for the design). The link batches them
 into entries, proposes them without blocking the event loop, retries an entry
 under the same number when its outcome is unknown, and gives up on it (telling
 the clients whose commands it carried, and the cluster, which then releases the
-entries held behind it) after :data:`GIVE_UP_SECONDS`. Applied
-entries come back from pysyncobj's thread through a blocking portal and are
-delivered to the broadcaster in log order.
+entries held behind it) after :data:`GIVE_UP_SECONDS`. A command of
+:data:`store.bulk.BULK_BYTES` or more is first shared with the peers beside the log
+(:mod:`store.bulk`); the entry that names it, and every entry after it, waits
+until a majority holds its bytes, so the node's commands still enter the log in
+the order they came. Applied entries come back from pysyncobj's thread through
+a wake-up that never blocks it (:mod:`relay.thread_wakeup`) and are delivered to
+the broadcaster in log order.
 """
 
 import itertools
 import json
 import logging
-import threading
 import time
 import uuid
 from collections import deque
@@ -23,13 +26,14 @@ from typing import Any, Protocol
 
 import anyio
 import sqlite_utils
-from anyio.abc import TaskStatus
-from anyio.from_thread import BlockingPortal
+from anyio.abc import TaskGroup, TaskStatus
 
 from relay.config import Settings
 from relay.protocol import Wire
+from relay.thread_wakeup import ThreadWakeup
 from store.access import LeaseRecord
 from store.apply import ABANDON, Applied, AppliedEntry
+from store.bulk import BULK_BYTES, BULK_FOLDER, BulkError, BulkPeers, digest_of
 from store.operators import AuditRecord, BanRecord
 from store.replication import (
     ENTRY_BYTES,
@@ -54,6 +58,8 @@ RESUBMIT_SECONDS = 2.0
 RETRY_DELAY_SECONDS = 0.2
 GIVE_UP_SECONDS = 10.0
 WATCH_INTERVAL = 0.1
+# Seconds between two prunings of the bulk bytes kept for peers.
+PRUNE_INTERVAL = 60.0
 # How long the quorum must stay lost before clients are told and closed.
 QUORUM_GRACE_SECONDS = 1.0
 
@@ -98,6 +104,8 @@ class _Batch:
     operations: list[tuple[Any, ...]] = field(default_factory=list)
     size: int = 0
     client_ids: set[str] = field(default_factory=set)
+    sharing: int = 0
+    """Its bulk commands whose bytes have not yet reached a majority."""
 
 
 class ClusterLink:
@@ -116,8 +124,13 @@ class ClusterLink:
         # of an earlier run of this node still in the log.
         self._stream = f"{node_id}/{uuid.uuid4().hex[:12]}"
         self._numbers = itertools.count(1)
-        self._split_commands = itertools.count(1)
+        self._bulk: BulkPeers | None = None
         self._batch = _Batch()
+        # Batches waiting, in order, for bulk bytes to reach a majority.
+        self._held: deque[_Batch] = deque()
+        self._held_bytes = 0
+        self._tasks: TaskGroup | None = None
+        self._receiver: ClusterReceiver | None = None
         self._batch_ready = anyio.Event()
         self._pending: dict[int, PendingEntry] = {}
         self._abandoning: dict[int, float] = {}
@@ -126,16 +139,16 @@ class ClusterLink:
         self._pending_bytes = 0
         # Filled on pysyncobj's thread, drained on the event loop.
         self._inbox: deque[AppliedEntry | _Failure | _Reset] = deque()
-        self._wake_lock = threading.Lock()
-        self._is_wake_scheduled = False
-        self._portal: BlockingPortal | None = None
-        self._arrived = anyio.Event()
+        # Made by run(), so that a link never run holds no sockets.
+        self._wakeup: ThreadWakeup | None = None
         self.is_available = False
         self.history_store = ClusterHistoryStore(self, store)
 
-    def attach(self, replica: Replica) -> None:
-        """Use this node's replica (created after the link, which it calls)."""
+    def attach(self, replica: Replica, bulk: BulkPeers | None = None) -> None:
+        """Use this node's replica (created after the link, which it calls) and
+        its side of the bulk channel."""
         self._replica = replica
+        self._bulk = bulk
 
     @property
     def status(self) -> ClusterStatus:
@@ -153,7 +166,7 @@ class ClusterLink:
     @property
     def pending_bytes(self) -> int:
         """Command bytes proposed and not yet applied."""
-        return self._pending_bytes + self._batch.size
+        return self._pending_bytes + self._held_bytes + self._batch.size
 
     # pysyncobj's thread
 
@@ -172,24 +185,9 @@ class ClusterLink:
         self._wake()
 
     def _wake(self) -> None:
-        with self._wake_lock:
-            if self._is_wake_scheduled or self._portal is None:
-                return
-
-            self._is_wake_scheduled = True
-            portal = self._portal
-
-        try:
-            portal.start_task_soon(self._notify)
-        except RuntimeError:
-            # The portal closed: the relay is stopping.
-            pass
-
-    async def _notify(self) -> None:
-        with self._wake_lock:
-            self._is_wake_scheduled = False
-
-        self._arrived.set()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.wake()
 
     # The event loop
 
@@ -283,32 +281,64 @@ class ClusterLink:
     def propose_command(self, client_id: str, room: str, kind: int, wire: Wire) -> None:
         """Propose a room command; it is forwarded once committed."""
         size = len(wire)
-        if size <= ENTRY_BYTES:
+        # Known limit: smaller commands still travel in the log, where pysyncobj
+        # encodes incompressible bytes at about 5 MB/s per hop (4 KiB random
+        # commands: 7.5 MB/s across the cluster).
+        if size < BULK_BYTES or self._bulk is None:
             command = ("command", self.node_id, client_id, room, kind, bytes(wire))
             self._add(command, size, client_id)
             return
 
-        # Parts follow whatever was proposed before the command, in order.
+        data = bytes(wire)
+        operation = ("bulk", self.node_id, client_id, room, kind, digest_of(data), size)
+        batch = self._batch
+        batch.operations.append(operation)
+        batch.size += size
+        batch.client_ids.add(client_id)
+        batch.sharing += 1
         self._submit_batch()
-        # Not a stream number: every one of those must be proposed, or the
-        # stream's later entries would wait for it for ever.
-        key = f"{self._stream}/c{next(self._split_commands)}"
-        count = -(-size // ENTRY_BYTES)
-        view = memoryview(wire)
-        for part in range(count):
-            data = bytes(view[part * ENTRY_BYTES : (part + 1) * ENTRY_BYTES])
-            operation = (
-                "part",
-                self.node_id,
-                client_id,
-                room,
-                kind,
-                key,
-                part,
-                count,
-                data,
-            )
-            self._submit([operation], len(data), {client_id})
+        assert self._tasks is not None
+        self._tasks.start_soon(self._share, batch, operation, data)
+
+    async def _share(
+        self, batch: _Batch, operation: tuple[Any, ...], data: bytes
+    ) -> None:
+        """Get a bulk command's bytes to a majority, then let its batch go."""
+        assert self._bulk is not None
+        is_shared = await anyio.to_thread.run_sync(
+            self._bulk.share, operation[5], data, abandon_on_cancel=True
+        )
+        batch.sharing -= 1
+        if not is_shared:
+            log.warning("bulk.share_failed", extra={"bytes": len(data)})
+            self._drop_commands_of(operation[2])
+            if self._receiver is not None:
+                self._receiver.close_clients(
+                    {operation[2]},
+                    "the cluster could not take your command's bytes in time; "
+                    "reconnect to another node",
+                )
+
+        self._release_held()
+
+    def _drop_commands_of(self, client_id: str) -> None:
+        """Drop a client's commands not yet proposed: after one of them failed,
+        the others must not reach the room without it."""
+        for batch in (*self._held, self._batch):
+            batch.operations = [
+                operation
+                for operation in batch.operations
+                if not (
+                    operation[0] in ("command", "bulk") and operation[2] == client_id
+                )
+            ]
+
+    def _release_held(self) -> None:
+        while self._held and self._held[0].sharing == 0:
+            batch = self._held.popleft()
+            self._held_bytes -= batch.size
+            if batch.operations:
+                self._submit(batch.operations, batch.size, batch.client_ids)
 
     def _add(
         self, operation: tuple[Any, ...], size: int, client_id: str | None
@@ -326,8 +356,15 @@ class ClusterLink:
 
     def _submit_batch(self) -> None:
         batch, self._batch = self._batch, _Batch()
-        if batch.operations:
-            self._submit(batch.operations, batch.size, batch.client_ids)
+        if not batch.operations:
+            return
+
+        if batch.sharing or self._held:
+            self._held.append(batch)
+            self._held_bytes += batch.size
+            return
+
+        self._submit(batch.operations, batch.size, batch.client_ids)
 
     def _submit(
         self, operations: list[tuple[Any, ...]], size: int, client_ids: set[str]
@@ -349,27 +386,25 @@ class ClusterLink:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Deliver, batch, retry and watch the quorum until cancelled."""
-        async with BlockingPortal() as portal, anyio.create_task_group() as tasks:
-            with self._wake_lock:
-                self._portal = portal
-
-            tasks.start_soon(self._deliver, receiver)
-            tasks.start_soon(self._flush_batches)
-            tasks.start_soon(self._watch, receiver)
-            self._arrived.set()  # entries applied before the portal existed
-            task_status.started()
-            try:
+        wakeup = self._wakeup = ThreadWakeup()
+        self._receiver = receiver
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                tasks.start_soon(self._deliver, receiver, wakeup)
+                tasks.start_soon(self._flush_batches)
+                tasks.start_soon(self._watch, receiver)
+                wakeup.wake()  # entries applied before the wake-up existed
+                task_status.started()
                 await anyio.sleep_forever()
-            finally:
-                with self._wake_lock:
-                    self._portal = None
+        finally:
+            self._wakeup = None
+            self._tasks = None
+            wakeup.close()
 
-                tasks.cancel_scope.cancel()
-
-    async def _deliver(self, receiver: ClusterReceiver) -> None:
+    async def _deliver(self, receiver: ClusterReceiver, wakeup: ThreadWakeup) -> None:
         while True:
-            await self._arrived.wait()
-            self._arrived = anyio.Event()
+            await wakeup.wait()
             events: list[Applied] = []
             while self._inbox:
                 item = self._inbox.popleft()
@@ -417,10 +452,14 @@ class ClusterLink:
             self._submit_batch()
 
     async def _watch(self, receiver: ClusterReceiver) -> None:
+        next_prune = time.monotonic() + PRUNE_INTERVAL
         while True:
             await anyio.sleep(WATCH_INTERVAL)
             self._watch_quorum(receiver)
             self._watch_pending(receiver)
+            if self._bulk is not None and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_INTERVAL
+                await anyio.to_thread.run_sync(self._bulk.store.prune)
 
     def _watch_quorum(self, receiver: ClusterReceiver) -> None:
         status = self.status
@@ -549,12 +588,14 @@ class ClusterNode:
     link: ClusterLink
     replica: Replica
     db: sqlite_utils.Database
+    bulk: BulkPeers
 
     def close(self) -> None:
-        """Stop Raft (bounded) and close the writing connection."""
+        """Stop Raft (bounded), the bulk channel, and the writing connection."""
         if not stop_replica(self.replica, STOP_SECONDS):
             log.error("raft.stop_timed_out", extra={"seconds": STOP_SECONDS})
 
+        self.bulk.close()
         self.db.conn.close()
 
 
@@ -575,14 +616,28 @@ def open_cluster(settings: Settings, store: Store) -> ClusterNode:
         compaction_entries=settings.raft_compaction_entries,
     )
     try:
+        bulk = BulkPeers(
+            settings.raft_self,
+            settings.raft_peers,
+            settings.raft_secret,
+            store.data_dir / BULK_FOLDER,
+        )
+    except OSError as exc:
+        db.conn.close()
+        raise BulkError(
+            f"cannot listen for bulk bytes next to {settings.raft_self}: {exc}"
+        ) from exc
+
+    try:
         replica = start_replica(
-            options, db, link.on_applied, link.on_reset, START_SECONDS
+            options, db, link.on_applied, link.on_reset, START_SECONDS, bulk.obtain
         )
     except BaseException:
+        bulk.close()
         db.conn.close()
         raise
 
-    link.attach(replica)
+    link.attach(replica, bulk)
     deadline = time.monotonic() + CATCH_UP_SECONDS
     while not replica.isReady() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -595,7 +650,7 @@ def open_cluster(settings: Settings, store: Store) -> ClusterNode:
             "caught_up": replica.isReady(),
         },
     )
-    return ClusterNode(link, replica, db)
+    return ClusterNode(link, replica, db, bulk)
 
 
 def cluster_state(link: ClusterLink | None) -> str | None:

@@ -255,6 +255,7 @@ def _cluster_problems(values: Mapping[str, Any]) -> list[str]:
     if own is not None and own in peers:
         problems.append(f"MIXER_RAFT_PEERS lists this node itself ({own})")
 
+    problems.extend(_bulk_port_problems((own, *peers) if own is not None else ()))
     if peers and not secret:
         problems.append(
             "MIXER_RAFT_SECRET is required with MIXER_RAFT_PEERS: without it anyone "
@@ -264,6 +265,23 @@ def _cluster_problems(values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"MIXER_RAFT_SECRET must be at least {MIN_SECRET_CHARS} characters"
         )
+
+    return problems
+
+
+def _bulk_port_problems(addresses: tuple[str, ...]) -> list[str]:
+    """Each node also listens on its Raft port + 1 (store.bulk), on its host."""
+    taken = set(addresses)
+    problems = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if int(port) == 65535:
+            problems.append(f"{address}: a Raft port must be below 65535")
+        elif f"{host}:{int(port) + 1}" in taken:
+            problems.append(
+                f"{address}: the next port is another node's Raft port, but each "
+                "node also listens on its Raft port + 1 for large commands"
+            )
 
     return problems
 

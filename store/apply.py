@@ -23,6 +23,7 @@ releases the same entries at the same log positions.
 import json
 import logging
 import marshal
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -216,10 +217,17 @@ class EntryApplier:
 
     Args:
         db: the node's writing connection to its SQLite file.
+        obtain_bulk: gives the bytes a ``bulk`` operation's digest names (see
+            :mod:`store.bulk`), checked against it; raises when no node has them.
     """
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        obtain_bulk: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._db = db
+        self._obtain_bulk = obtain_bulk
         self._last_commands: dict[int, tuple[int, int, bytes | None]] = {}
         self.applied_index = 0
         self.last_seq = 0
@@ -385,6 +393,9 @@ class EntryApplier:
 
         if name == "command":
             return self._add_command(*_shape(operation, 6))
+
+        if name == "bulk":
+            return self._add_bulk(*_shape(operation, 7))
 
         if name == "part":
             return self._add_part(*_shape(operation, 9))
@@ -559,6 +570,35 @@ class EntryApplier:
             str(origin), str(client_id), room, room_id, seq, kind, wire
         )
 
+    def _add_bulk(
+        self,
+        _name: str,
+        origin: str,
+        client_id: str,
+        room: str,
+        kind: int,
+        digest: bytes,
+        size: int,
+    ) -> CommandCommitted | None:
+        """A command whose bytes travelled beside the log (store.bulk).
+
+        Raises:
+            BulkUnavailable: no node could give the bytes; nothing is applied,
+                and pysyncobj applies the entry again at its next tick.
+        """
+        _require(isinstance(digest, bytes) and len(digest) == 32, "a SHA-256 digest")
+        _require(isinstance(size, int), "a size")
+        _require(self._obtain_bulk is not None, "a node that takes bulk bytes")
+        if self._room_id(room) is None:
+            return None  # deleted while the command was in flight
+
+        assert self._obtain_bulk is not None
+        wire = self._obtain_bulk(digest)
+        _require(len(wire) == size, f"{size} bytes")
+        return self._add_command("command", origin, client_id, room, kind, wire)
+
+    # Kept for entries that nodes of an earlier version proposed, which cut a large
+    # command into parts in the log itself.
     def _add_part(
         self,
         _name: str,

@@ -3,12 +3,14 @@
 A room file is renamed over its target once complete. Over the database (or a
 file SQLite keeps beside it) the relay would write on into an unlinked file and
 start with no rooms next time; over the lock a second relay could take the
-folder; over a cluster node's Raft journal or snapshot the node would lose its
-log. The console's export and ``mixer-console room export`` both ask here.
+folder; over a cluster node's Raft journal, snapshot or the bytes of a large
+command the node would lose its log or a command. The console's export and
+``mixer-console room export`` both ask here.
 """
 
 from pathlib import Path
 
+from store.bulk import BULK_FOLDER
 from store.replication import JOURNAL_NAME, SNAPSHOT_NAME
 from store.store import DATABASE_NAME, LOCK_NAME
 
@@ -28,6 +30,12 @@ def own_file_problem(path: Path, data_dir: Path) -> str | None:
         return (
             f"the export path {str(path)!r} goes through a loop of symbolic links "
             "or cannot be resolved"
+        )
+
+    if target.parent == folder / BULK_FOLDER:
+        return (
+            f"{str(path)!r} holds a large command's bytes for this cluster node; "
+            "export elsewhere"
         )
 
     if target.parent != folder:

@@ -12,14 +12,14 @@ majority of the nodes' logs: it survives the loss of any one node.
 
 Entries. One entry is a batch of operations (tuples of plain values) proposed
 by one node: ``room`` (a room's row, by name), ``delete``, ``command`` (room,
-type, wire bytes, the sending client), and ``part`` (one slice of a command too
-large for one entry). The relay collects operations for a few milliseconds, or
-until the batch holds :data:`ENTRY_BYTES`, so thousands of small commands cost
-tens of entries; a large command is cut into parts of at most that size, each
-its own entry, and the applier puts it together once all its parts are in.
-pysyncobj 0.3.17 cannot send one entry larger than its append batch
-(``appendEntriesBatchSizeBytes``): the follower's unpickling fails and
-replication stalls, so an entry is kept well below :data:`APPEND_BATCH_BYTES`.
+type, wire bytes, the sending client), and ``bulk`` (the same for a command of
+:data:`store.bulk.BULK_BYTES` or more, whose bytes travel beside the log and
+which the entry names by its digest: see :mod:`store.bulk`). The relay collects
+operations for a few milliseconds, or until the batch holds :data:`ENTRY_BYTES`,
+so thousands of small commands cost tens of entries. pysyncobj 0.3.17 cannot
+send one entry larger than its append batch (``appendEntriesBatchSizeBytes``):
+the follower's unpickling fails and replication stalls, so an entry is kept
+well below :data:`APPEND_BATCH_BYTES`.
 
 Numbers and retries. Each entry carries its proposer's stream (node and
 process start) and a number counting up. A proposal whose outcome is unknown
@@ -155,6 +155,7 @@ class Replica(SyncObj):  # type: ignore[misc]
         on_reset: called on pysyncobj's thread after a snapshot replaced the
             database (the relay must reload its rooms).
         owner_stopping: set to let the thread that created the replica end.
+        obtain_bulk: gives the bytes a committed digest names (store.bulk).
     """
 
     def __init__(
@@ -164,10 +165,11 @@ class Replica(SyncObj):  # type: ignore[misc]
         on_applied: Callable[[AppliedEntry], None],
         on_reset: Callable[[], None],
         owner_stopping: threading.Event,
+        obtain_bulk: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._db = db
         self.owner_stopping = owner_stopping
-        self._applier = EntryApplier(db)
+        self._applier = EntryApplier(db, obtain_bulk)
         self._on_applied = on_applied
         self._on_reset = on_reset
         self._next_sample = 0.0
@@ -192,10 +194,16 @@ class Replica(SyncObj):  # type: ignore[misc]
             raftMaxTimeout=1.6,
             connectionRetryTime=1.0,
             onStateChanged=self._state_changed,
-            # A commit takes a round trip plus a tick on each side; pysyncobj's
-            # defaults (50 ms ticks, 100 ms between appends) made it 200-300 ms.
+            # Without batching, pysyncobj wakes its thread when an entry is
+            # proposed and sends appends at once: as soon as the leader adds an
+            # entry, and as soon as it commits one (so followers learn the commit
+            # index then, not at the next heartbeat). With batching, a command
+            # waited for the next append twice, about 35 ms of the 46 ms median
+            # that benchmarks/raft_trace.py measured. The period is now the
+            # heartbeat only; our entries are already batches of commands.
             autoTickPeriod=0.005,
             appendEntriesPeriod=0.02,
+            appendEntriesUseBatch=False,
         )
         super().__init__(options.self_address, list(options.peers), conf)
         self.addOnTickCallback(self._sample_status)
@@ -400,6 +408,7 @@ def start_replica(
     on_applied: Callable[[AppliedEntry], None],
     on_reset: Callable[[], None],
     timeout: float,
+    obtain_bulk: Callable[[bytes], bytes] | None = None,
 ) -> Replica:
     """Create this node's replica without waiting on pysyncobj for ever.
 
@@ -420,7 +429,9 @@ def start_replica(
 
     def create_and_hold() -> None:
         try:
-            created.append(Replica(options, db, on_applied, on_reset, stopping))
+            created.append(
+                Replica(options, db, on_applied, on_reset, stopping, obtain_bulk)
+            )
         except Exception as exc:
             failures.append(exc)
         finally:

@@ -7,6 +7,7 @@ quorum). Ports are chosen free when a node is first started.
 
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -22,11 +23,36 @@ SECRET = "a-test-secret-of-some-length"
 START_TIMEOUT = 20.0
 
 
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# Raft ports are picked below the range the OS hands out for outgoing
+# connections: a port picked from that range and bound later (the bulk port
+# most of all, picked only as the Raft port + 1) could meanwhile become the
+# local port of some connection on this busy machine.
+FIRST_RAFT_PORT = 20000
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_raft_port() -> int:
+    """A Raft port free on 127.0.0.1 with the next one (the bulk port) free too,
+    both outside the OS's range of ephemeral ports."""
+    try:
+        ephemeral = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+
+    for _ in range(200):
+        port = random.randrange(
+            FIRST_RAFT_PORT, max(FIRST_RAFT_PORT + 2, ephemeral - 2)
+        )
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+
+        return port
+
+    raise AssertionError("no two free ports in a row in 200 tries")
 
 
 @dataclass
@@ -35,7 +61,9 @@ class Node:
 
     name: str
     data_dir: Path
-    raft_port: int = field(default_factory=free_port)
+    raft_port: int = field(default_factory=free_raft_port)
+    program: tuple[str, ...] = ("-m", "mixer_console")
+    """What Python runs: the relay, or a wrapper around it (benchmarks)."""
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     http_port: int = 0
@@ -83,7 +111,7 @@ class Node:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mixer_console", "--no-ui"],
+                [sys.executable, *self.program, "--no-ui"],
                 cwd=ROOT,
                 env=variables,
                 stdout=log_file,
@@ -171,8 +199,20 @@ class Node:
 
 
 def make_nodes(tmp_path: Path, count: int) -> list[Node]:
-    """``count`` nodes with fresh data directories under ``tmp_path``."""
-    return [Node(f"node{index}", tmp_path / f"node{index}") for index in range(count)]
+    """``count`` nodes with fresh data directories under ``tmp_path``, no two of
+    them on neighbouring Raft ports (each one's next port is its bulk port)."""
+    nodes = [Node(f"node{index}", tmp_path / f"node{index}") for index in range(count)]
+    taken: set[int] = set()
+    for node in nodes:
+        for _ in range(50):
+            if not {node.raft_port - 1, node.raft_port, node.raft_port + 1} & taken:
+                break
+
+            node.raft_port = free_raft_port()
+
+        taken.add(node.raft_port)
+
+    return nodes
 
 
 def start_all(nodes: list[Node], **env: str) -> None:

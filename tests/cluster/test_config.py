@@ -17,7 +17,7 @@ from store.store import Store, StoreOptions
 from tests.cluster_nodes import ROOT
 
 SECRET = "correct-horse-battery-staple"
-PEERS = "127.0.0.1:7001,127.0.0.1:7002"
+PEERS = "127.0.0.1:7002,127.0.0.1:7004"
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ PEERS = "127.0.0.1:7001,127.0.0.1:7002"
         ),
         (
             {
-                "MIXER_RAFT_SELF": "127.0.0.1:7001",
+                "MIXER_RAFT_SELF": "127.0.0.1:7002",
                 "MIXER_RAFT_PEERS": PEERS,
                 "MIXER_RAFT_SECRET": SECRET,
             },
@@ -53,6 +53,22 @@ PEERS = "127.0.0.1:7001,127.0.0.1:7002"
         ({"MIXER_RAFT_SELF": "127.0.0.1:99999"}, "between 0 and 65535"),
         ({"MIXER_RAFT_PEERS": "127.0.0.1:1,127.0.0.1:1"}, "lists an address twice"),
         ({"MIXER_RAFT_COMPACTION_ENTRIES": "1"}, "at least 2"),
+        (
+            {
+                "MIXER_RAFT_SELF": "127.0.0.1:7001",
+                "MIXER_RAFT_PEERS": PEERS,
+                "MIXER_RAFT_SECRET": SECRET,
+            },
+            "listens on its Raft port + 1",
+        ),
+        (
+            {
+                "MIXER_RAFT_SELF": "127.0.0.1:65535",
+                "MIXER_RAFT_PEERS": PEERS,
+                "MIXER_RAFT_SECRET": SECRET,
+            },
+            "below 65535",
+        ),
     ],
 )
 def test_settings_cluster_refuses_bad_combination(
@@ -84,13 +100,13 @@ def test_settings_cluster_parses_addresses() -> None:
     settings = Settings.from_env(
         {
             "MIXER_RAFT_SELF": " 127.0.0.1:7000 ",
-            "MIXER_RAFT_PEERS": "127.0.0.1:7001, 127.0.0.1:7002,",
+            "MIXER_RAFT_PEERS": "127.0.0.1:7002, 127.0.0.1:7004,",
             "MIXER_RAFT_SECRET": SECRET,
         }
     )
 
     assert settings.raft_self == "127.0.0.1:7000"
-    assert settings.raft_peers == ("127.0.0.1:7001", "127.0.0.1:7002")
+    assert settings.raft_peers == ("127.0.0.1:7002", "127.0.0.1:7004")
     assert settings.is_clustered
     assert not Settings().is_clustered
 

@@ -430,6 +430,7 @@ def test_room_export_onto_the_database_is_refused(
         ("relay.lock", "the lock that keeps a second relay off"),
         ("raft.journal", "own Raft file"),
         ("raft.snapshot.tmp", "own Raft file"),
+        ("bulk/0123abcd", "a large command's bytes"),
     ],
 )
 def test_room_export_onto_the_folders_other_files_is_refused(
@@ -437,7 +438,7 @@ def test_room_export_onto_the_folders_other_files_is_refused(
 ) -> None:
     """The lock and a cluster node's Raft files are the data folder's too, also
     when reached through a link from elsewhere."""
-    link = seeded.parent / f"elsewhere-{name}"
+    link = seeded.parent / f"elsewhere-{name.replace('/', '-')}"
     link.symlink_to(seeded / name)
 
     for target in (seeded / name, link):
