@@ -71,8 +71,8 @@ class TerminalOutput:
 
         try:
             self._terminal.write(text)
-        except OSError:
-            if not self._has_hung_up():
+        except OSError as error:
+            if not self._has_hung_up(error):
                 raise
 
     def flush(self) -> None:
@@ -81,14 +81,16 @@ class TerminalOutput:
 
         try:
             self._terminal.flush()
-        except OSError:
-            if not self._has_hung_up():
+        except OSError as error:
+            if not self._has_hung_up(error):
                 raise
 
-    def _has_hung_up(self) -> bool:
+    def _has_hung_up(self, error: OSError) -> bool:
         """After a failed write: whether the terminal hung up (then output
         stops and SIGHUP is raised); any other failure is Textual's as before."""
-        if not is_terminal_gone(self._terminal.fileno()):
+        # EIO is a hung-up terminal's answer; the descriptor itself may already
+        # point at /dev/null, if the SIGHUP handler ran since the write failed.
+        if error.errno != errno.EIO and not is_terminal_gone(self._terminal.fileno()):
             return False
 
         self._is_gone = True
@@ -115,6 +117,15 @@ class HangupSafeDriver(LinuxDriver):
         if self._file is not None:
             # A file in every way the writer thread uses one.
             self._file = TerminalOutput(self._file)  # type: ignore[assignment]
+
+    def resume_application_mode(self) -> None:
+        """Take the terminal again after a stop (SIGCONT), unless it is gone."""
+        # The kernel sends SIGCONT with the SIGHUP of a hang-up: resuming then
+        # would start a second writer and input thread on a dead terminal.
+        if not os.isatty(self.fileno):
+            return
+
+        super().resume_application_mode()
 
     def run_input_thread(self) -> None:
         """Read keys until the app stops or the terminal hangs up."""
