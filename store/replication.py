@@ -249,8 +249,8 @@ class Replica(SyncObj):  # type: ignore[misc]
         self._on_applied(applied)
 
     # Known limit: the snapshot copies the whole database on pysyncobj's thread,
-    # so a database of many GB stalls this node's Raft for the copy and can
-    # cost an election.
+    # so a large database stalls this node's Raft for the copy (about 850 MB:
+    # seconds, and an election, in cluster_bench).
     def _write_snapshot(self, file_name: str, raft_state: Any) -> None:
         """pysyncobj's serializer: the whole database plus pysyncobj's state."""
         target = sqlite3.connect(file_name)
