@@ -248,9 +248,9 @@ class Replica(SyncObj):  # type: ignore[misc]
         applied = self._applier.apply(raft_index, stream, number, operations)
         self._on_applied(applied)
 
-    # Known limit: the snapshot copies the whole database on pysyncobj's thread,
-    # so a large database stalls this node's Raft for the copy (about 850 MB:
-    # seconds, and an election, in cluster_bench).
+    # Known limit: pysyncobj runs this in a forked child, but with a large
+    # database (about 850 MB in cluster_bench) the nodes' Raft stalled for
+    # seconds while all three wrote their snapshot, and a new leader was elected.
     def _write_snapshot(self, file_name: str, raft_state: Any) -> None:
         """pysyncobj's serializer: the whole database plus pysyncobj's state."""
         target = sqlite3.connect(file_name)
