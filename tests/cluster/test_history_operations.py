@@ -35,6 +35,16 @@ def command(sender: str, index: int) -> bytes:
     return room_command(MessageType.TRANSFORM, body)
 
 
+async def scene_through(node: Node, count: int) -> tuple[MixerClient, list[bytes]]:
+    """Ada, connected to ``node``, creates room "scene" with ``count`` commands;
+    returns her client and the commands."""
+    sent = [command("ada", index) for index in range(count)]
+    ada = await MixerClient.connect(node.port)
+    await ada.handshake("ada")
+    await ada.create_room("scene", commands=sent)
+    return ada, sent
+
+
 async def full_history(admin: AdminClient, room: str, total: int) -> HistoryPage:
     """The room's first page once the node holds ``total`` commands (bounded)."""
     with anyio.fail_after(WAIT_SECONDS):
@@ -161,10 +171,7 @@ async def test_fork_and_rewind_through_any_node(tmp_path: Path) -> None:
     try:
         start_all(nodes)
         wait_available(nodes)
-        sent = [command("ada", index) for index in range(10)]
-        ada = await MixerClient.connect(a.port)
-        await ada.handshake("ada")
-        await ada.create_room("scene", commands=sent)
+        ada, sent = await scene_through(a, 10)
         members = [ada]
         for node, name in ((b, "bob"), (c, "carol")):
             member = await MixerClient.connect(node.port)

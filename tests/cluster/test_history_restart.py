@@ -12,6 +12,7 @@ from tests.cluster.test_history_operations import (
     OPERATOR,
     command,
     full_history,
+    scene_through,
     until_joinable,
     until_stored,
 )
@@ -42,10 +43,7 @@ async def test_node_restarted_after_a_rewind_writes_the_rows_of_the_others(
     try:
         start_all(nodes)
         wait_available(nodes)
-        sent = [command("ada", index) for index in range(10)]
-        ada = await MixerClient.connect(a.port)
-        await ada.handshake("ada")
-        await ada.create_room("scene", commands=sent)
+        ada, sent = await scene_through(a, 10)
         admin_b = AdminClient(b.data_dir / ADMIN_SOCKET_NAME)
         await full_history(admin_b, "scene", total=10)
         await admin_b.rewind_room("scene", 4, operator=OPERATOR)
@@ -77,10 +75,7 @@ async def test_fork_and_rewind_on_a_node_cut_off_are_refused(tmp_path: Path) -> 
     try:
         start_all(nodes)
         wait_available(nodes)
-        sent = [command("ada", index) for index in range(5)]
-        ada = await MixerClient.connect(a.port)
-        await ada.handshake("ada")
-        await ada.create_room("scene", commands=sent)
+        ada, _ = await scene_through(a, 5)
         bob = await MixerClient.connect(a.port)
         await bob.handshake("bob")
         await until_joinable(bob, "scene")
