@@ -613,6 +613,7 @@ def open_cluster(settings: Settings, store: Store) -> ClusterNode:
         peers=settings.raft_peers,
         secret=settings.raft_secret,
         data_dir=store.data_dir,
+        database=store.path,
         compaction_entries=settings.raft_compaction_entries,
     )
     try:

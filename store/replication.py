@@ -37,8 +37,10 @@ has already applied (pysyncobj replays its journal after a restart). The events
 it returns travel to the event loop through the callback the relay gave.
 
 Snapshots carry the database. When pysyncobj compacts its log it calls our
-serializer, which writes a SQLite backup of the whole database, plus
-pysyncobj's own state in a side table, to the dump file. A lagging or new node
+serializer, which starts a SQLite backup of the whole database, plus
+pysyncobj's own state in a side table, into the dump file; the copy runs on a
+thread of its own, paced, and the log is truncated once it is whole (see
+:mod:`store.snapshots`). A lagging or new node
 receives that file and our deserializer copies it over its own database with
 SQLite's backup API, so its rows end up equal to the leader's, not only the
 replicated object's attributes.
@@ -67,6 +69,11 @@ from pysyncobj.journal import FileJournal  # type: ignore[import-untyped]
 
 from store.apply import AppliedEntry, EntryApplier
 from store.errors import StoreError
+from store.snapshots import (
+    SNAPSHOT_STATE_TABLE,
+    BackgroundSnapshot,
+    verify_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +84,13 @@ APPEND_BATCH_BYTES = 1024 * 1024
 
 JOURNAL_NAME = "raft.journal"
 SNAPSHOT_NAME = "raft.snapshot"
-SNAPSHOT_STATE_TABLE = "snapshot_raft_state"
 
 # Seconds between two samples of the node's state on pysyncobj's thread.
 STATUS_INTERVAL = 0.2
+
+# Seconds to wait for a snapshot being written to stop (its copy checks between
+# steps of a few MB, so it stops within milliseconds on a working disk).
+ABANDON_SECONDS = 5.0
 
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -93,6 +103,8 @@ class ReplicaOptions:
     peers: tuple[str, ...]
     secret: str
     data_dir: Path
+    database: Path
+    """The node's SQLite file, which ``db`` (see :class:`Replica`) writes."""
     compaction_entries: int = 5000
 
 
@@ -173,6 +185,9 @@ class Replica(SyncObj):  # type: ignore[misc]
         self._on_applied = on_applied
         self._on_reset = on_reset
         self._next_sample = 0.0
+        self._snapshots = BackgroundSnapshot(
+            options.database, options.data_dir / SNAPSHOT_NAME
+        )
         self.status = starting_status(options.self_address)
         conf = SyncObjConf(
             password=options.secret,
@@ -180,6 +195,7 @@ class Replica(SyncObj):  # type: ignore[misc]
             journalFile=str(options.data_dir / JOURNAL_NAME),
             fullDumpFile=str(options.data_dir / SNAPSHOT_NAME),
             serializer=self._write_snapshot,
+            serializeChecker=self._snapshots.state,
             deserializer=self._read_snapshot,
             appendEntriesBatchSizeBytes=APPEND_BATCH_BYTES,
             logCompactionMinEntries=options.compaction_entries,
@@ -248,29 +264,14 @@ class Replica(SyncObj):  # type: ignore[misc]
         applied = self._applier.apply(raft_index, stream, number, operations)
         self._on_applied(applied)
 
-    # Known limit: pysyncobj runs this in a forked child, but with a large
-    # database (about 850 MB in cluster_bench) the nodes' Raft stalled for
-    # seconds while all three wrote their snapshot, and a new leader was elected.
     def _write_snapshot(self, file_name: str, raft_state: Any) -> None:
-        """pysyncobj's serializer: the whole database plus pysyncobj's state."""
-        target = sqlite3.connect(file_name)
-        try:
-            self._db.conn.backup(target)
-            # One file, no WAL beside it: pysyncobj moves and sends this file only.
-            target.execute("PRAGMA journal_mode = DELETE")
-            target.execute(f"CREATE TABLE {SNAPSHOT_STATE_TABLE} (state BLOB)")
-            target.execute(
-                f"INSERT INTO {SNAPSHOT_STATE_TABLE} VALUES (?)",
-                [pickle.dumps(raft_state)],
-            )
-            target.commit()
-        finally:
-            target.close()
+        """pysyncobj's serializer: start a snapshot of the whole database plus
+        pysyncobj's state, written in the background (store.snapshots)."""
+        self._snapshots.begin(file_name, raft_state, self._applier.applied_index)
 
-        log.info(
-            "raft.snapshot_written",
-            extra={"applied_index": self._applier.applied_index},
-        )
+    def abandon_snapshot(self, timeout: float) -> None:
+        """Drop a snapshot being written, waiting at most ``timeout``."""
+        self._snapshots.abandon(timeout)
 
     # Known limit: installing a snapshot copies the whole database on
     # pysyncobj's thread, so a node catching up from a large one does not take
@@ -289,6 +290,7 @@ class Replica(SyncObj):  # type: ignore[misc]
             ).fetchone()
             snapshot_index = int(row[0]) if row else 0
             if snapshot_index > self._applier.applied_index:
+                self._snapshots.abandon(ABANDON_SECONDS)
                 source.backup(self._db.conn)
                 self._db.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_STATE_TABLE}")
                 self._applier.reload()
@@ -352,49 +354,6 @@ class Replica(SyncObj):  # type: ignore[misc]
                 "raft.quorum_regained" if status.is_available else "raft.quorum_lost",
                 extra={"cluster": status.summary()},
             )
-
-
-class SnapshotCorrupt(StoreError):
-    """Raised when a snapshot received from the leader is not a whole database."""
-
-
-def verify_snapshot(path: Path) -> None:
-    """Check a received snapshot before it replaces this node's database.
-
-    pysyncobj 0.3.17 can send a lagging node a file made of two snapshots'
-    pieces (a leader that regains leadership resumes an old transfer where it
-    stopped), which SQLite reads as a malformed database. Refusing it makes
-    pysyncobj log the failure and send the snapshot again; the node's log still
-    lacks the entries before it, so nothing is applied past the gap meanwhile.
-
-    Raises:
-        SnapshotCorrupt: the file is not a whole, consistent snapshot.
-    """
-    try:
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            (verdict,) = source.execute("PRAGMA quick_check").fetchone()
-            (pages,) = source.execute("PRAGMA page_count").fetchone()
-            (page_size,) = source.execute("PRAGMA page_size").fetchone()
-            size = path.stat().st_size
-            if verdict == "ok" and pages * page_size != size:
-                # A splice has the header (and page count) of one snapshot and
-                # the length of the other.
-                verdict = f"{pages} pages of {page_size} B in a file of {size} B"
-            tables = {
-                row[0]
-                for row in source.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                )
-            }
-        finally:
-            source.close()
-    except sqlite3.Error as exc:
-        verdict, tables = str(exc), set()
-
-    if verdict != "ok" or SNAPSHOT_STATE_TABLE not in tables:
-        log.error("raft.snapshot_corrupt", extra={"check": str(verdict)[:200]})
-        raise SnapshotCorrupt(f"{path} is not a whole snapshot: {str(verdict)[:200]}")
 
 
 class ReplicaStartFailed(StoreError):
@@ -497,6 +456,7 @@ def clamp_commit_index(journal_path: Path) -> None:
 def stop_replica(replica: Replica, timeout: float) -> bool:
     """Stop pysyncobj's thread, waiting at most ``timeout``; False if it lingers."""
     replica.destroy()
+    replica.abandon_snapshot(timeout)
     replica.owner_stopping.set()
     deadline = time.monotonic() + timeout
     while replica.tick_thread_alive() and time.monotonic() < deadline:

@@ -1,11 +1,20 @@
-"""A received Raft snapshot is checked before it may replace a node's database."""
+"""Raft snapshots of a node's database: written in the background as of one
+index, and checked when received before they may replace a node's database."""
 
+import pickle
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
+from pysyncobj import SERIALIZER_STATE  # type: ignore[import-untyped]
 
-from store.replication import SNAPSHOT_STATE_TABLE, SnapshotCorrupt, verify_snapshot
+from store.snapshots import (
+    SNAPSHOT_STATE_TABLE,
+    BackgroundSnapshot,
+    SnapshotCorrupt,
+    verify_snapshot,
+)
 
 
 def write_snapshot(path: Path, rows: int = 2000) -> None:
@@ -49,3 +58,155 @@ def test_verify_snapshot_refuses_other_files(tmp_path: Path, content: bytes) -> 
 
     with pytest.raises(SnapshotCorrupt):
         verify_snapshot(path)
+
+
+class AppliedDatabase:
+    """A node's database as the applier leaves it: rows plus the applied index."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode = WAL")
+        self.connection.execute("CREATE TABLE raft_applied (id, raft_index)")
+        self.connection.execute("INSERT INTO raft_applied VALUES (1, 0)")
+        self.connection.execute("CREATE TABLE commands (seq INTEGER PRIMARY KEY, b)")
+        self.index = 0
+
+    def apply(self, entries: int, size: int = 4000) -> None:
+        """Apply ``entries`` entries of one command each, one transaction each."""
+        for _ in range(entries):
+            self.index += 1
+            self.connection.execute("BEGIN")
+            self.connection.execute(
+                "INSERT INTO commands VALUES (?, ?)", [self.index, b"c" * size]
+            )
+            self.connection.execute(
+                "UPDATE raft_applied SET raft_index = ? WHERE id = 1", [self.index]
+            )
+            self.connection.execute("COMMIT")
+
+
+def snapshot_rows(path: Path) -> tuple[int, int, bytes]:
+    """The snapshot's applied index, its command count and pysyncobj's state."""
+    connection = sqlite3.connect(path)
+    try:
+        (index,) = connection.execute("SELECT raft_index FROM raft_applied").fetchone()
+        (count,) = connection.execute("SELECT count(*) FROM commands").fetchone()
+        (state,) = connection.execute(
+            f"SELECT state FROM {SNAPSHOT_STATE_TABLE}"
+        ).fetchone()
+    finally:
+        connection.close()
+
+    return index, count, pickle.loads(state)
+
+
+def wait_outcome(snapshots: BackgroundSnapshot, seconds: float = 30) -> int:
+    """Poll the checker as pysyncobj's ticks do until the copy has an outcome."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = snapshots.state()
+        if state != SERIALIZER_STATE.SERIALIZING:
+            return state
+
+        time.sleep(0.005)
+
+    raise AssertionError(f"no outcome within {seconds} s")
+
+
+def test_snapshot_is_the_database_as_of_its_index_while_entries_go_on(
+    tmp_path: Path,
+) -> None:
+    """The copy runs while the applier keeps committing, and holds exactly the
+    rows of the index it was started at; the outcome is reported once."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(500)
+    snapshot = tmp_path / "raft.snapshot"
+    snapshots = BackgroundSnapshot(database.path, snapshot, pace=1_000_000)
+
+    snapshots.begin(str(tmp_path / "raft.snapshot.tmp"), ("raft", "state"), 500)
+    assert snapshots.state() == SERIALIZER_STATE.SERIALIZING
+    database.apply(200)
+    assert snapshots.state() == SERIALIZER_STATE.SERIALIZING
+
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
+    assert snapshots.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    assert snapshot_rows(snapshot) == (500, 500, ("raft", "state"))
+    verify_snapshot(snapshot)
+    assert database.index == 700
+
+
+def test_abandoned_snapshot_leaves_the_previous_one(tmp_path: Path) -> None:
+    """A copy dropped half-way (a newer snapshot arrived, or the node stops)
+    reports failure and leaves the previous snapshot and no partial file."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(100)
+    snapshot = tmp_path / "raft.snapshot"
+    first = BackgroundSnapshot(database.path, snapshot)
+    first.begin(str(snapshot) + ".tmp", 1, 100)
+    assert wait_outcome(first) == SERIALIZER_STATE.SUCCESS
+    database.apply(900)
+    slow = BackgroundSnapshot(database.path, snapshot, pace=200_000)
+    slow.begin(str(snapshot) + ".tmp", 2, 1000)
+
+    slow.abandon(timeout=5)
+
+    assert wait_outcome(slow) == SERIALIZER_STATE.FAILED
+    assert slow.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    assert snapshot_rows(snapshot) == (100, 100, 1)
+    assert sorted(path.name for path in tmp_path.glob("raft.snapshot*")) == [
+        "raft.snapshot"
+    ]
+
+
+def test_stale_files_never_become_the_snapshot(tmp_path: Path) -> None:
+    """A partial copy left by a crash is removed at start, and pysyncobj's own
+    temporary file is removed before pysyncobj would rename it into place."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(10)
+    snapshot = tmp_path / "raft.snapshot"
+    partial = tmp_path / "raft.snapshot.partial"
+    partial.write_bytes(b"half a copy")
+    pysyncobj_file = tmp_path / "raft.snapshot.tmp"
+    pysyncobj_file.write_bytes(b"an old serializer's leftover")
+
+    snapshots = BackgroundSnapshot(database.path, snapshot)
+    assert not partial.exists()
+    snapshots.begin(str(pysyncobj_file), 0, 10)
+
+    assert not pysyncobj_file.exists()
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
+    assert snapshot_rows(snapshot)[:2] == (10, 10)
+
+
+def test_snapshot_of_a_database_behind_pysyncobj_fails(tmp_path: Path) -> None:
+    """The pinned rows must be those of the index pysyncobj snapshots: otherwise
+    the snapshot fails (pysyncobj keeps its log) instead of being wrong."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(10)
+    snapshots = BackgroundSnapshot(database.path, tmp_path / "raft.snapshot")
+
+    snapshots.begin(str(tmp_path / "raft.snapshot.tmp"), 0, 11)
+
+    assert snapshots.state() == SERIALIZER_STATE.FAILED
+    assert snapshots.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    assert not (tmp_path / "raft.snapshot").exists()
+
+
+def test_snapshot_that_cannot_be_written_fails_once(tmp_path: Path) -> None:
+    """A copy that cannot be written (here: its folder is gone, as with a full
+    or failing disk) reports failure once and the next one can succeed."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(10)
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    snapshots = BackgroundSnapshot(database.path, folder / "raft.snapshot")
+    folder.rmdir()
+
+    snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
+
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.FAILED
+    assert snapshots.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    folder.mkdir()
+    snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
