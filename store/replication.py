@@ -88,6 +88,10 @@ SNAPSHOT_NAME = "raft.snapshot"
 # Seconds between two samples of the node's state on pysyncobj's thread.
 STATUS_INTERVAL = 0.2
 
+# A gap between two of pysyncobj's ticks that is worth a warning: half the
+# shortest election timeout (raftMinTimeout below).
+STALL_SECONDS = 0.4
+
 # Seconds to wait for a snapshot being written to stop (its copy checks between
 # steps of a few MB, so it stops within milliseconds on a working disk).
 ABANDON_SECONDS = 5.0
@@ -185,6 +189,7 @@ class Replica(SyncObj):  # type: ignore[misc]
         self._on_applied = on_applied
         self._on_reset = on_reset
         self._next_sample = 0.0
+        self._last_tick: float | None = None
         self._snapshots = BackgroundSnapshot(
             options.database, options.data_dir / SNAPSHOT_NAME
         )
@@ -305,6 +310,15 @@ class Replica(SyncObj):  # type: ignore[misc]
         # authenticates every message with it).
         return pickle.loads(state)
 
+    def _report_stall(self, now: float) -> None:
+        """Log a tick that came long after the previous one: the node heard
+        nothing and sent nothing meanwhile, and its peers may elect a new leader."""
+        previous, self._last_tick = self._last_tick, now
+        if previous is not None and now - previous > STALL_SECONDS:
+            log.warning(
+                "raft.thread_stalled", extra={"seconds": round(now - previous, 3)}
+            )
+
     def _state_changed(self, old: int, new: int) -> None:
         log.info(
             "raft.role_changed",
@@ -317,6 +331,7 @@ class Replica(SyncObj):  # type: ignore[misc]
 
     def _sample_status(self) -> None:
         now = time.monotonic()
+        self._report_stall(now)
         if now < self._next_sample:
             return
 
