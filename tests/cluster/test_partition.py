@@ -1,6 +1,9 @@
-"""Three real node processes: quorum loss, a full restart, and the secret."""
+"""Three real node processes: quorum loss, a paused node, a full restart, and
+the secret."""
 
+import os
 import pickle
+import signal
 import socket
 import struct
 import time
@@ -53,13 +56,16 @@ async def test_cluster_cut_off_node_refuses_then_rejoins(tmp_path: Path) -> None
         assert closed_after < 8
         assert "no quorum" in refusal
 
+        earlier = [e for e in lone.events() if e.get("event") == "cluster.available"]
         for node in nodes[1:]:
             node.launch([peer for peer in nodes if peer is not node])
 
         for node in nodes[1:]:
             node.wait_started()
 
-        wait_available(nodes)
+        # The lone node logged "available" before the cut too: wait for the next.
+        lone.wait_event("cluster.available", 20, after=len(earlier))
+        wait_available(nodes[1:])
         back = await MixerClient.connect(lone.port)
         other = await MixerClient.connect(nodes[1].port)
         await back.handshake("back")
@@ -131,6 +137,39 @@ class CreatesFile:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (open, (str(self.path), "w"))
+
+
+async def test_cluster_paused_node_reports_its_stall_and_catches_up(
+    tmp_path: Path,
+) -> None:
+    """A node frozen for seconds (SIGSTOP, as a paused VM) logs how long its Raft
+    thread stood still once it runs again, and ends with the others' rows."""
+    nodes = make_nodes(tmp_path, 3)
+    try:
+        start_all(nodes)
+        wait_available(nodes)
+        paused = nodes[2]
+        assert paused.process is not None
+        sender = await MixerClient.connect(nodes[0].port)
+        await sender.handshake("sender")
+        await sender.create_room("r")
+
+        os.kill(paused.process.pid, signal.SIGSTOP)
+        try:
+            for index in range(20):
+                await sender.send_raw(room_command(KIND, b"while paused %d" % index))
+            await anyio.sleep(1.5)
+        finally:
+            os.kill(paused.process.pid, signal.SIGCONT)
+
+        stalled = paused.wait_event("raft.thread_stalled", 10)
+        rows = wait_equal_rows(nodes, commands=20)
+
+        assert stalled["seconds"] >= 1.0
+        assert len(rows["commands"]) == 20
+        await sender.aclose()
+    finally:
+        stop_all(nodes)
 
 
 def raw_pysyncobj_message(message: object) -> bytes:
