@@ -227,6 +227,8 @@ class Replica(SyncObj):  # type: ignore[misc]
             appendEntriesUseBatch=False,
         )
         super().__init__(options.self_address, list(options.peers), conf)
+        self._receive_message = self._SyncObj__onMessageReceived
+        self._SyncObj__transport.setOnMessageReceivedCallback(self._receive)
         self.addOnTickCallback(self._sample_status)
 
     @property
@@ -309,6 +311,29 @@ class Replica(SyncObj):  # type: ignore[misc]
         # The file comes from a peer that knows the secret (pysyncobj encrypts and
         # authenticates every message with it).
         return pickle.loads(state)
+
+    # pysyncobj 0.3.17 (pinned) sets a follower's next index to the one in each
+    # successful reply. With appends sent as soon as entries are added, a reply
+    # to an earlier append arrives after later ones went out, and moved the
+    # index back: the leader sent those entries again, and the follower dropped
+    # the rest of its log to take them (logged as "truncating already-applied
+    # log entries", then reset storms). A follower that lost entries still says
+    # so with a reset, which moves the index back as before.
+    def _receive(self, node: Any, message: Any) -> None:
+        """pysyncobj's message handler, keeping next indexes from going back on
+        an acknowledgement (pysyncobj's thread)."""
+        next_index = self._SyncObj__raftNextIndex
+        before = next_index.get(node)
+        self._receive_message(node, message)
+        if (
+            before is not None
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+            and not message.get("reset")
+            and next_index.get(node, before) < before
+        ):
+            next_index[node] = before
 
     def _report_stall(self, now: float) -> None:
         """Log a tick that came long after the previous one: the node heard

@@ -260,16 +260,17 @@ def leader_of(nodes: list[Node], timeout: float = 15.0) -> Node:
 
 
 def wait_equal_rows(
-    nodes: list[Node], timeout: float = 20.0, commands: int = 0
+    nodes: list[Node], timeout: float = 20.0, commands: int = 0, rooms: int = 0
 ) -> dict[str, Any]:
     """Wait until every node's SQLite holds the same rooms and commands (and at
-    least ``commands`` commands)."""
+    least ``commands`` commands and ``rooms`` rooms)."""
     deadline = time.monotonic() + timeout
     while True:
         tables = [node.rows() for node in nodes]
         if (
             all(table == tables[0] for table in tables)
             and len(tables[0]["commands"]) >= commands
+            and len(tables[0]["rooms"]) >= rooms
         ):
             return tables[0]
 

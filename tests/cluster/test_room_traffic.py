@@ -1,6 +1,8 @@
 """Room traffic and room attributes as another node sees them."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -17,6 +19,7 @@ from tests.cluster_nodes import (
     start_all,
     stop_all,
     wait_available,
+    wait_equal_rows,
 )
 from tests.mixer_client import MixerClient, room_command
 
@@ -24,6 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 KIND = 150  # a stored room command that is never merged
 BODY = b"x" * 100
+PAUSES = 5
+COMMANDS_PER_PAUSE = 200
 
 
 async def room_counters(node: Node, room: str) -> dict[str, float]:
@@ -112,5 +117,58 @@ async def test_a_room_attribute_set_on_one_node_is_announced_on_another(
 
         assert updates == [1, True]
         assert updates[1] is True
+    finally:
+        stop_all(nodes)
+
+
+async def test_late_acknowledgements_never_make_a_follower_drop_entries(
+    tmp_path: Path,
+) -> None:
+    """Regression: pysyncobj moved a follower's next index back on each late
+    acknowledgement, so the leader sent entries again and the follower dropped
+    the rest of its log to take them ("truncating already-applied log entries",
+    dozens of times a minute under load). A follower that pauses now and then
+    (SIGSTOP) answers a backlog of appends late; every entry still goes once."""
+    nodes = make_nodes(tmp_path, 3)
+    try:
+        start_all(nodes)
+        wait_available(nodes)
+        leader = leader_of(nodes)
+        slow = next(node for node in nodes if node is not leader)
+        assert slow.process is not None
+        sender = await MixerClient.connect(leader.port)
+        await sender.handshake("sender")
+        await sender.create_room("r")
+
+        for pause in range(PAUSES):
+            os.kill(slow.process.pid, signal.SIGSTOP)
+            try:
+                for index in range(COMMANDS_PER_PAUSE):
+                    body = b"%02d-%04d" % (pause, index) + BODY * 40
+                    await sender.send_raw(room_command(KIND, body))
+                    if index % 20 == 0:
+                        await anyio.sleep(0.005)  # many entries in flight
+            finally:
+                os.kill(slow.process.pid, signal.SIGCONT)
+
+            for index in range(COMMANDS_PER_PAUSE):
+                body = b"%02d+%04d" % (pause, index) + BODY * 40
+                await sender.send_raw(room_command(KIND, body))
+                if index % 20 == 0:
+                    await anyio.sleep(0.005)  # the backlog is acknowledged now
+
+        await sender.sync()
+        await sender.aclose()
+        total = PAUSES * 2 * COMMANDS_PER_PAUSE
+        rows = wait_equal_rows(nodes, commands=total)
+        truncations = [
+            (node.name, event["event"])
+            for node in nodes
+            for event in node.events()
+            if "truncating" in str(event.get("event"))
+        ]
+
+        assert len(rows["commands"]) == total
+        assert truncations == []
     finally:
         stop_all(nodes)
