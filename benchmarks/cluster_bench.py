@@ -25,6 +25,9 @@ latency S @ R/s
     Timestamped commands of S bytes sent at a fixed rate R for a few seconds;
     p50/p99 are send-to-receive times (one clock: both clients live in this
     process).
+peak RSS per node
+    The largest resident memory of each node (its process tree) sampled every
+    0.2 s over the cluster's throughput and latency cases.
 failover
     The leader is killed with SIGKILL while the sender (on a surviving node)
     sends a probe every 10 ms; the figure is the time from the kill to the
@@ -47,6 +50,8 @@ import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import bench_proc  # noqa: E402
 
 from tests.cluster_nodes import (  # noqa: E402
     Node,
@@ -278,11 +283,14 @@ async def main_async(arguments: argparse.Namespace) -> list[Row]:
 
             start_all(nodes)
             wait_available(nodes)
+            monitors = [bench_proc.Monitor(node.process.pid, 0.2) for node in nodes]
             leader = leader_of(nodes)
             followers = [node for node in nodes if node is not leader]
             rows += await run_setup(
                 "3 nodes", (followers[0].port, followers[1].port), sizes, seconds
             )
+            rows.append(peak_rss(nodes, leader, monitors))
+            report(rows[-1])
             for node in nodes:
                 node.stop()
 
@@ -301,6 +309,21 @@ async def main_async(arguments: argparse.Namespace) -> list[Row]:
             stop_all([single, *nodes])
 
     return rows
+
+
+def peak_rss(
+    nodes: list[Node], leader: Node, monitors: list[bench_proc.Monitor]
+) -> Row:
+    """Each node's largest RSS over the cluster's cases (pysyncobj keeps its
+    log in memory until it compacts it)."""
+    peaks = []
+    for node, monitor in zip(nodes, monitors, strict=True):
+        monitor.stop()
+        peak = monitor.peak_rss_mb()
+        role = "leader" if node is leader else "follower"
+        peaks.append(f"{role} {peak:,.0f} MiB" if peak else f"{role} not sampled")
+
+    return Row("3 nodes", "peak RSS per node", note=", ".join(peaks))
 
 
 def report(row: Row) -> None:
