@@ -615,6 +615,7 @@ def open_cluster(settings: Settings, store: Store) -> ClusterNode:
         data_dir=store.data_dir,
         database=store.path,
         compaction_entries=settings.raft_compaction_entries,
+        snapshot_pace=settings.raft_snapshot_pace,
     )
     try:
         bulk = BulkPeers(

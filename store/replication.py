@@ -70,8 +70,10 @@ from pysyncobj.journal import FileJournal  # type: ignore[import-untyped]
 from store.apply import AppliedEntry, EntryApplier
 from store.errors import StoreError
 from store.snapshots import (
+    PACE_BYTES_PER_SECOND,
     SNAPSHOT_STATE_TABLE,
     BackgroundSnapshot,
+    install_snapshot,
     verify_snapshot,
 )
 
@@ -110,6 +112,8 @@ class ReplicaOptions:
     database: Path
     """The node's SQLite file, which ``db`` (see :class:`Replica`) writes."""
     compaction_entries: int = 5000
+    snapshot_pace: int = PACE_BYTES_PER_SECOND
+    """Bytes per second a snapshot's copy may read and write."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ class Replica(SyncObj):  # type: ignore[misc]
         self._next_sample = 0.0
         self._last_tick: float | None = None
         self._snapshots = BackgroundSnapshot(
-            options.database, options.data_dir / SNAPSHOT_NAME
+            options.database, options.data_dir / SNAPSHOT_NAME, options.snapshot_pace
         )
         self.status = starting_status(options.self_address)
         conf = SyncObjConf(
@@ -298,7 +302,7 @@ class Replica(SyncObj):  # type: ignore[misc]
             snapshot_index = int(row[0]) if row else 0
             if snapshot_index > self._applier.applied_index:
                 self._snapshots.abandon(ABANDON_SECONDS)
-                source.backup(self._db.conn)
+                install_snapshot(Path(file_name), source, self._db.conn)
                 self._db.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_STATE_TABLE}")
                 self._applier.reload()
                 log.info(
