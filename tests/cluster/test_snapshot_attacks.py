@@ -348,3 +348,37 @@ async def test_lagging_node_is_sent_a_snapshot_while_the_leader_copies(
         assert_no_log_truncated(nodes)
     finally:
         stop_all(nodes)
+
+
+async def test_paused_leader_rejoins_behind_compacted_logs(tmp_path: Path) -> None:
+    """The leader paused (as if cut off) while the others elect a new leader and
+    compact past it: resumed, it hears its peers' queued replies as a leader of
+    an old term, steps down, catches up through a snapshot, and no node drops
+    an entry it had applied."""
+    nodes = make_nodes(tmp_path, 3)
+    try:
+        start_all(nodes, **COMPACTION)
+        wait_available(nodes)
+        leader = leader_of(nodes)
+        others = [node for node in nodes if node is not leader]
+        await create_room(leader)
+        await send_batch(leader, 300)
+        wait_equal_rows(nodes, commands=300)
+        assert leader.process is not None
+        os.kill(leader.process.pid, signal.SIGSTOP)
+        try:
+            await anyio.sleep(5.0)  # the others elect a new leader
+            written = count_events(others[0], "raft.snapshot_written")
+            await send_batch(others[0], 600)
+            wait_written(others[0], written)
+            wait_equal_rows(others, commands=900)
+        finally:
+            os.kill(leader.process.pid, signal.SIGCONT)
+
+        rows = wait_equal_rows(nodes, timeout=40, commands=900)
+        leader.wait_event("raft.snapshot_installed", 10)
+
+        assert len(rows["commands"]) == 900
+        assert_no_log_truncated(nodes)
+    finally:
+        stop_all(nodes)
