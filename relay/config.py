@@ -103,6 +103,10 @@ class Settings:
     """``MIXER_RAFT_COMPACTION_ENTRIES``: Raft log entries kept before the log is
     compacted into a snapshot of the database."""
 
+    raft_snapshot_pace: int = 96_000_000
+    """``MIXER_RAFT_SNAPSHOT_PACE``: bytes per second a snapshot's copy of the
+    database may read and write, so that the copy leaves the disk to commits."""
+
     log_level: str = "INFO"
     """``MIXER_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR."""
 
@@ -509,6 +513,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "raft_peers": _addresses,
     "raft_secret": _secret,
     "raft_compaction_entries": _compaction_entries,
+    "raft_snapshot_pace": _positive_int,
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": _choice("auto", "json", "text"),
     "http_port": _port,

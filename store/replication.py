@@ -64,14 +64,21 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from pysyncobj import SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+from pysyncobj import (  # type: ignore[import-untyped]
+    SERIALIZER_STATE,
+    SyncObj,
+    SyncObjConf,
+    replicated,
+)
 from pysyncobj.journal import FileJournal  # type: ignore[import-untyped]
 
 from store.apply import AppliedEntry, EntryApplier
 from store.errors import StoreError
 from store.snapshots import (
+    PACE_BYTES_PER_SECOND,
     SNAPSHOT_STATE_TABLE,
     BackgroundSnapshot,
+    install_snapshot,
     verify_snapshot,
 )
 
@@ -110,6 +117,8 @@ class ReplicaOptions:
     database: Path
     """The node's SQLite file, which ``db`` (see :class:`Replica`) writes."""
     compaction_entries: int = 5000
+    snapshot_pace: int = PACE_BYTES_PER_SECOND
+    """Bytes per second a snapshot's copy may read and write."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,7 @@ class Replica(SyncObj):  # type: ignore[misc]
         self._next_sample = 0.0
         self._last_tick: float | None = None
         self._snapshots = BackgroundSnapshot(
-            options.database, options.data_dir / SNAPSHOT_NAME
+            options.database, options.data_dir / SNAPSHOT_NAME, options.snapshot_pace
         )
         self.status = starting_status(options.self_address)
         conf = SyncObjConf(
@@ -200,7 +209,7 @@ class Replica(SyncObj):  # type: ignore[misc]
             journalFile=str(options.data_dir / JOURNAL_NAME),
             fullDumpFile=str(options.data_dir / SNAPSHOT_NAME),
             serializer=self._write_snapshot,
-            serializeChecker=self._snapshots.state,
+            serializeChecker=self._snapshot_state,
             deserializer=self._read_snapshot,
             appendEntriesBatchSizeBytes=APPEND_BATCH_BYTES,
             logCompactionMinEntries=options.compaction_entries,
@@ -276,6 +285,22 @@ class Replica(SyncObj):  # type: ignore[misc]
         pysyncobj's state, written in the background (store.snapshots)."""
         self._snapshots.begin(file_name, raft_state, self._applier.applied_index)
 
+    def _snapshot_state(self) -> int:
+        """pysyncobj's serialize checker (store.snapshots), letting pysyncobj send
+        its last whole snapshot to lagging peers while the next one is copied."""
+        state = self._snapshots.state()
+        if state == SERIALIZER_STATE.SERIALIZING:
+            # pysyncobj 0.3.17 sends no snapshot while the process id it keeps
+            # for a forked serializer is set, and it sets one for ours too: a
+            # lagging peer waited for every copy to end, so with copies back to
+            # back under steady traffic it never caught up. The snapshot file is
+            # only ever replaced whole (renamed), so sending it meanwhile is safe.
+            # Known limit: a transfer begun before a copy is installed goes on
+            # with the older file, and the peer then needs one more transfer.
+            self._SyncObj__serializer._Serializer__pid = 0
+
+        return state
+
     def abandon_snapshot(self, timeout: float) -> None:
         """Drop a snapshot being written, waiting at most ``timeout``."""
         self._snapshots.abandon(timeout)
@@ -287,6 +312,10 @@ class Replica(SyncObj):  # type: ignore[misc]
         """pysyncobj's deserializer: copy the snapshot's database over ours when it
         is newer, and give pysyncobj back its state."""
         verify_snapshot(Path(file_name))
+        # pysyncobj resets its log to a received snapshot even when our rows are
+        # newer: a copy of ours begun before may be older than it, and must not
+        # replace it once whole.
+        self._snapshots.abandon(ABANDON_SECONDS)
         source = sqlite3.connect(file_name)
         try:
             (state,) = source.execute(
@@ -297,8 +326,7 @@ class Replica(SyncObj):  # type: ignore[misc]
             ).fetchone()
             snapshot_index = int(row[0]) if row else 0
             if snapshot_index > self._applier.applied_index:
-                self._snapshots.abandon(ABANDON_SECONDS)
-                source.backup(self._db.conn)
+                install_snapshot(Path(file_name), source, self._db.conn)
                 self._db.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_STATE_TABLE}")
                 self._applier.reload()
                 log.info(

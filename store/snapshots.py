@@ -14,7 +14,9 @@ that view with SQLite's backup API in steps, paced so that the copy leaves the
 disk to the nodes' commits, into a file beside the snapshot. pysyncobj asks
 :meth:`BackgroundSnapshot.state` on every tick; once the copy is whole, that
 call renames it over the snapshot and reports success, and only then does
-pysyncobj truncate its log.
+pysyncobj truncate its log. Each copy gets exactly one outcome; a failed one
+(a full or failing disk) is reported only after a pause, since pysyncobj
+starts the next copy on the tick after a failure.
 """
 
 import logging
@@ -40,6 +42,9 @@ SNAPSHOT_STATE_TABLE = "snapshot_raft_state"
 STEP_PAGES = 256
 PACE_BYTES_PER_SECOND = 96 * 1000 * 1000
 
+# Seconds between a failed copy and the next attempt.
+RETRY_SECONDS = 2.0
+
 
 class SnapshotCorrupt(StoreError):
     """Raised when a snapshot received from the leader is not a whole database."""
@@ -57,24 +62,32 @@ class BackgroundSnapshot:
         database: the node's SQLite file (in WAL mode).
         snapshot: pysyncobj's full dump file.
         pace: bytes per second the copy may read and write.
+        retry_seconds: how long a failed copy is reported as still running,
+            so that the next attempt waits that long.
     """
 
     def __init__(
-        self, database: Path, snapshot: Path, pace: int = PACE_BYTES_PER_SECOND
+        self,
+        database: Path,
+        snapshot: Path,
+        pace: int = PACE_BYTES_PER_SECOND,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self._database = database
         self._snapshot = snapshot
         self._partial = snapshot.with_name(snapshot.name + ".partial")
         self._pace = pace
+        self._retry_seconds = retry_seconds
         self._copier: threading.Thread | None = None
-        self._outcome: int | None = None
+        self._is_pending = False
         self._is_copied = False
-        self._is_abandoned = False
+        self._abandoned = threading.Event()
         self._applied_index = 0
         self._started = 0.0
+        self._retry_at = 0.0
 
         # A copy that a crash interrupted is of no use.
-        self._partial.unlink(missing_ok=True)
+        self._discard_partial()
 
     def begin(self, pysyncobj_file: str, raft_state: Any, applied_index: int) -> None:
         """pysyncobj's serializer: pin the database as of ``applied_index`` and
@@ -85,15 +98,18 @@ class BackgroundSnapshot:
         the outcome to :meth:`state`) and can never move a stale file into place.
         """
         Path(pysyncobj_file).unlink(missing_ok=True)
-        self._is_abandoned = False
+        self._is_pending = True
+        self._abandoned.clear()
         self._is_copied = False
         self._applied_index = applied_index
         self._started = time.monotonic()
+        if self._started < self._retry_at:
+            return  # state() reports this attempt failed once the pause is over
+
         try:
             reader = self._pin(applied_index)
         except (sqlite3.Error, SnapshotCorrupt) as exc:
-            self._log_failure(exc)
-            self._outcome = SERIALIZER_STATE.FAILED
+            self._fail(exc)
             return
 
         self._copier = threading.Thread(
@@ -108,28 +124,36 @@ class BackgroundSnapshot:
         """pysyncobj's serialize checker (its thread, every tick): SERIALIZING
         while a copy runs, then its outcome once, then NOT_SERIALIZING.
 
-        A whole copy is renamed over the snapshot here, on pysyncobj's thread,
-        because pysyncobj renames a snapshot received from the leader onto the
-        same path on that thread: an older copy can never replace it.
+        Every :meth:`begin` gets exactly one outcome, whatever ended its copy:
+        pysyncobj starts no other snapshot (and sends none to peers) until it
+        has seen one. A whole copy is renamed over the snapshot here, on
+        pysyncobj's thread, because pysyncobj renames a snapshot received from
+        the leader onto the same path on that thread: an older copy can never
+        replace it.
         """
         if self._copier is not None and self._copier.is_alive():
             return int(SERIALIZER_STATE.SERIALIZING)
 
         self._copier = None
-        if self._is_copied:
-            self._is_copied = False
-            return self._install_copy()
-
-        outcome, self._outcome = self._outcome, None
-        if outcome is None:
+        if not self._is_pending:
             return int(SERIALIZER_STATE.NOT_SERIALIZING)
 
-        return outcome
+        if self._is_copied:
+            self._is_pending = self._is_copied = False
+            return self._install_copy()
+
+        # pysyncobj starts the next snapshot on its next tick after a failure:
+        # the attempt stays "serializing" until the pause after it is over.
+        if time.monotonic() < self._retry_at:
+            return int(SERIALIZER_STATE.SERIALIZING)
+
+        self._is_pending = False
+        return int(SERIALIZER_STATE.FAILED)
 
     def abandon(self, timeout: float) -> None:
         """Stop a running copy and drop it, waiting at most ``timeout`` for the
         copy to end (a newer snapshot is being installed, or the node stops)."""
-        self._is_abandoned = True
+        self._abandoned.set()
         copier = self._copier
         if copier is not None:
             copier.join(timeout)
@@ -157,23 +181,21 @@ class BackgroundSnapshot:
     def _copy(self, reader: sqlite3.Connection, raft_state: bytes) -> None:
         try:
             self._write_partial(reader, raft_state)
+            self._is_copied = True
         except SnapshotAbandoned:
-            self._partial.unlink(missing_ok=True)
-            self._outcome = SERIALIZER_STATE.FAILED
-            return
+            log.info(
+                "raft.snapshot_abandoned", extra={"applied_index": self._applied_index}
+            )
         except (sqlite3.Error, OSError) as exc:
-            self._partial.unlink(missing_ok=True)
-            self._log_failure(exc)
-            self._outcome = SERIALIZER_STATE.FAILED
-            return
+            self._fail(exc)
         finally:
             reader.close()
-
-        self._is_copied = True
+            if not self._is_copied:
+                self._discard_partial()
 
     def _install_copy(self) -> int:
-        if self._is_abandoned:
-            self._partial.unlink(missing_ok=True)
+        if self._abandoned.is_set():
+            self._discard_partial()
             log.info(
                 "raft.snapshot_abandoned", extra={"applied_index": self._applied_index}
             )
@@ -182,7 +204,8 @@ class BackgroundSnapshot:
         try:
             os.replace(self._partial, self._snapshot)
         except OSError as exc:
-            self._log_failure(exc)
+            self._fail(exc)
+            self._discard_partial()
             return int(SERIALIZER_STATE.FAILED)
 
         log.info(
@@ -195,22 +218,31 @@ class BackgroundSnapshot:
         )
         return int(SERIALIZER_STATE.SUCCESS)
 
-    def _log_failure(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """Log a failed copy and pause before the next one: a disk that is
+        full stays full for a while, and pysyncobj would retry on every tick."""
+        self._retry_at = time.monotonic() + self._retry_seconds
         log.error(
             "raft.snapshot_failed",
             extra={"applied_index": self._applied_index, "reason": str(exc)[:200]},
         )
+
+    def _discard_partial(self) -> None:
+        try:
+            self._partial.unlink(missing_ok=True)
+        except OSError as exc:
+            self._fail(exc)
 
     def _write_partial(self, reader: sqlite3.Connection, raft_state: bytes) -> None:
         (page_size,) = reader.execute("PRAGMA page_size").fetchone()
         started = time.monotonic()
 
         def pace(_status: int, remaining: int, total: int) -> None:
-            if self._is_abandoned:
-                raise SnapshotAbandoned()
-
+            # The wait ends as soon as the copy is abandoned: at a slow pace one
+            # step's share of time is seconds, and a stopping node waits for it.
             due = (total - remaining) * page_size / self._pace
-            time.sleep(max(0.0, due - (time.monotonic() - started)))
+            if self._abandoned.wait(max(0.0, due - (time.monotonic() - started))):
+                raise SnapshotAbandoned()
 
         target = sqlite3.connect(self._partial)
         try:
@@ -267,3 +299,84 @@ def verify_snapshot(path: Path) -> None:
     if verdict != "ok" or SNAPSHOT_STATE_TABLE not in tables:
         log.error("raft.snapshot_corrupt", extra={"check": str(verdict)[:200]})
         raise SnapshotCorrupt(f"{path} is not a whole snapshot: {str(verdict)[:200]}")
+
+
+def install_snapshot(
+    path: Path, source: sqlite3.Connection, db: sqlite3.Connection
+) -> None:
+    """Make ``db`` (this node's WAL database) hold the rows of the snapshot at
+    ``path``, opened as ``source``, in one transaction.
+
+    SQLite's backup API cannot write into a WAL database whose page size is not
+    the source's ("attempt to write a readonly database"), and a node whose file
+    was created before the store moved to 16 KiB pages keeps 4 KiB ones
+    (store/schema.py): such a node copies the rows table by table instead.
+
+    Raises:
+        SnapshotCorrupt: the snapshot's tables or columns are not this node's.
+    """
+    if _page_size(source) == _page_size(db):
+        source.backup(db)
+        return
+
+    db.execute("ATTACH DATABASE ? AS snapshot", [str(path)])
+    try:
+        _copy_rows(db)
+    finally:
+        db.execute("DETACH DATABASE snapshot")
+
+    log.info("raft.snapshot_rows_copied", extra={"page_size": _page_size(db)})
+
+
+# Known limit: copying rows writes the whole database into the WAL in one
+# transaction, so the WAL grows to the database's size until the next checkpoint.
+def _copy_rows(db: sqlite3.Connection) -> None:
+    tables = _columns(db, "main")
+    offered = _columns(db, "snapshot")
+    offered.pop(SNAPSHOT_STATE_TABLE, None)
+    if {name: set(columns) for name, columns in tables.items()} != {
+        name: set(columns) for name, columns in offered.items()
+    }:
+        raise SnapshotCorrupt(
+            f"the snapshot's tables ({sorted(offered)}) are not this node's "
+            f"({sorted(tables)}): are all nodes running the same mixer-console?"
+        )
+
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Rows of one table refer to another's: checked once all are copied.
+        db.execute("PRAGMA defer_foreign_keys = ON")
+        for table in tables:
+            db.execute(f'DELETE FROM main."{table}"')
+
+        for table, columns in tables.items():
+            names = ", ".join(f'"{column}"' for column in columns)
+            db.execute(
+                f'INSERT INTO main."{table}" ({names}) '
+                f'SELECT {names} FROM snapshot."{table}"'
+            )
+
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _columns(db: sqlite3.Connection, schema: str) -> dict[str, list[str]]:
+    """Each table of ``schema`` (SQLite's own left out) with its columns."""
+    names = [
+        row[0]
+        for row in db.execute(
+            f"SELECT name FROM {schema}.sqlite_master "
+            "WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+        )
+    ]
+    return {
+        name: [row[1] for row in db.execute(f'PRAGMA {schema}.table_info("{name}")')]
+        for name in names
+    }
+
+
+def _page_size(connection: sqlite3.Connection) -> int:
+    (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+    return int(page_size)

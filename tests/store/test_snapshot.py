@@ -13,6 +13,7 @@ from store.snapshots import (
     SNAPSHOT_STATE_TABLE,
     BackgroundSnapshot,
     SnapshotCorrupt,
+    install_snapshot,
     verify_snapshot,
 )
 
@@ -184,7 +185,9 @@ def test_snapshot_of_a_database_behind_pysyncobj_fails(tmp_path: Path) -> None:
     the snapshot fails (pysyncobj keeps its log) instead of being wrong."""
     database = AppliedDatabase(tmp_path / "rooms.sqlite")
     database.apply(10)
-    snapshots = BackgroundSnapshot(database.path, tmp_path / "raft.snapshot")
+    snapshots = BackgroundSnapshot(
+        database.path, tmp_path / "raft.snapshot", retry_seconds=0
+    )
 
     snapshots.begin(str(tmp_path / "raft.snapshot.tmp"), 0, 11)
 
@@ -200,7 +203,9 @@ def test_snapshot_that_cannot_be_written_fails_once(tmp_path: Path) -> None:
     database.apply(10)
     folder = tmp_path / "snapshots"
     folder.mkdir()
-    snapshots = BackgroundSnapshot(database.path, folder / "raft.snapshot")
+    snapshots = BackgroundSnapshot(
+        database.path, folder / "raft.snapshot", retry_seconds=0
+    )
     folder.rmdir()
 
     snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
@@ -210,3 +215,115 @@ def test_snapshot_that_cannot_be_written_fails_once(tmp_path: Path) -> None:
     folder.mkdir()
     snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
     assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
+
+
+def test_failed_copy_is_reported_after_a_pause(tmp_path: Path) -> None:
+    """Regression: pysyncobj starts the next snapshot on the tick after a
+    failure, so a disk that stayed full was copied to about 100 times a second.
+    A failure is reported once the pause is over; the next copy then succeeds."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(10)
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    snapshots = BackgroundSnapshot(
+        database.path, folder / "raft.snapshot", retry_seconds=0.5
+    )
+    folder.rmdir()
+    failed_at = time.monotonic()
+
+    snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
+
+    assert snapshots.state() == SERIALIZER_STATE.SERIALIZING
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.FAILED
+    assert time.monotonic() - failed_at >= 0.5
+    assert snapshots.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    folder.mkdir()
+    snapshots.begin(str(folder / "raft.snapshot.tmp"), 0, 10)
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
+
+
+def test_copy_whose_cleanup_fails_still_has_one_outcome(tmp_path: Path) -> None:
+    """Regression: a copy that failed and whose partial file could not be
+    removed either (a folder stood in its place) ended its thread with no
+    outcome, so pysyncobj waited for ever and never compacted or sent a
+    snapshot again."""
+    database = AppliedDatabase(tmp_path / "rooms.sqlite")
+    database.apply(10)
+    snapshot = tmp_path / "raft.snapshot"
+    snapshots = BackgroundSnapshot(database.path, snapshot, retry_seconds=0)
+    obstacle = tmp_path / "raft.snapshot.partial"
+    obstacle.mkdir()
+
+    snapshots.begin(str(tmp_path / "raft.snapshot.tmp"), 0, 10)
+
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.FAILED
+    assert snapshots.state() == SERIALIZER_STATE.NOT_SERIALIZING
+    obstacle.rmdir()
+    snapshots.begin(str(tmp_path / "raft.snapshot.tmp"), 0, 10)
+    assert wait_outcome(snapshots) == SERIALIZER_STATE.SUCCESS
+
+
+def wal_database(path: Path, page_size: int, tables: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute(f"PRAGMA page_size = {page_size}")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(tables)
+    return connection
+
+
+ROOMS_AND_COMMANDS = """
+    CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT);
+    CREATE TABLE commands (seq INTEGER PRIMARY KEY,
+        room_id INTEGER NOT NULL REFERENCES rooms(id), wire BLOB);
+"""
+
+
+def test_snapshot_installs_into_a_database_of_another_page_size(
+    tmp_path: Path,
+) -> None:
+    """Regression: SQLite's backup API cannot write into a WAL database of
+    another page size, so a node with an older 4 KiB-page file refused every
+    16 KiB-page snapshot ('attempt to write a readonly database')."""
+    leader = wal_database(tmp_path / "leader.sqlite", 16384, ROOMS_AND_COMMANDS)
+    leader.execute("INSERT INTO rooms VALUES (1, 'r')")
+    leader.executemany(
+        "INSERT INTO commands VALUES (?, 1, ?)", [(n, b"w" * 300) for n in range(500)]
+    )
+    snapshot = tmp_path / "raft.snapshot"
+    target = sqlite3.connect(snapshot)
+    leader.backup(target)
+    target.execute(f"CREATE TABLE {SNAPSHOT_STATE_TABLE} (state BLOB)")
+    target.commit()
+    target.close()
+    node = wal_database(tmp_path / "node.sqlite", 4096, ROOMS_AND_COMMANDS)
+    node.execute("INSERT INTO rooms VALUES (7, 'stale')")
+    node.execute("INSERT INTO commands VALUES (1, 7, x'00')")
+    source = sqlite3.connect(snapshot)
+
+    install_snapshot(snapshot, source, node)
+
+    assert node.execute("PRAGMA page_size").fetchone() == (4096,)
+    for table in ("rooms", "commands"):
+        query = f"SELECT * FROM {table} ORDER BY 1"
+        assert node.execute(query).fetchall() == leader.execute(query).fetchall()
+
+
+def test_snapshot_of_other_tables_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A snapshot whose tables are not the node's (another schema version) is
+    refused with a clear error and the node's rows are left as they were."""
+    snapshot = tmp_path / "raft.snapshot"
+    other = wal_database(snapshot, 16384, "CREATE TABLE rooms (id, title);")
+    other.execute("PRAGMA journal_mode = DELETE")
+    other.close()
+    node = wal_database(tmp_path / "node.sqlite", 4096, ROOMS_AND_COMMANDS)
+    node.execute("INSERT INTO rooms VALUES (1, 'kept')")
+    source = sqlite3.connect(snapshot)
+
+    with pytest.raises(SnapshotCorrupt, match="same mixer-console"):
+        install_snapshot(snapshot, source, node)
+
+    assert node.execute("SELECT * FROM rooms").fetchall() == [(1, "kept")]
+    assert node.execute("PRAGMA database_list").fetchall()[1:] == []
