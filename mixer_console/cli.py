@@ -255,7 +255,10 @@ def _run(arguments: argparse.Namespace) -> int:
 
         is_flushed = store.close(timeout=STORE_CLOSE_SECONDS)
 
-    log.info("relay.stopped", extra={"store_flushed": is_flushed})
+    log.info(
+        "relay.stopped",
+        extra={"store_flushed": is_flushed, "cluster_drained": server.cluster_drained},
+    )
     return EXIT_OK
 
 
@@ -283,6 +286,6 @@ async def run_headless(server: RelayServer, mode: str = "headless") -> None:
                 log.info(
                     "relay.stopping", extra={"signal": signal.Signals(signum).name}
                 )
-                server.broadcaster.stop()
+                await server.prepare_stop()
                 tasks.cancel_scope.cancel()
                 break

@@ -592,9 +592,6 @@ class ClusterNode:
 
     def close(self) -> None:
         """Stop Raft (bounded), the bulk channel, and the writing connection."""
-        # Known limit: commands this node accepted but has not committed yet are
-        # dropped when it stops, even on SIGTERM (19 of 600 were, with every node
-        # stopped right after the sender's last command).
         if not stop_replica(self.replica, STOP_SECONDS):
             log.error("raft.stop_timed_out", extra={"seconds": STOP_SECONDS})
 

@@ -31,6 +31,13 @@ ACCEPT_BURST = 64
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_PROBES = 3
 
+# How long a stopping cluster node waits for the commands it accepted to commit,
+# and how often it looks.
+DRAIN_SECONDS = 5.0
+DRAIN_POLL_SECONDS = 0.02
+
+STOPPING_MESSAGE = "this relay node is stopping; reconnect to another node"
+
 
 class RelayServer:
     """The relay: a listener, its sessions, and the room statistics publisher.
@@ -67,6 +74,9 @@ class RelayServer:
         self.port: int | None = None
         self.admin_socket: Path | None = None
         """Where consoles attach while the relay serves; None without one."""
+        self.cluster_drained: bool | None = None
+        """Whether a stopped cluster node committed every command it accepted;
+        None on a single node or before :meth:`prepare_stop`."""
         self._listener: socket.socket | None = None
 
     @property
@@ -125,6 +135,38 @@ class RelayServer:
 
         assert self.port is not None
         return self.port
+
+    async def prepare_stop(self) -> None:
+        """Make the relay ready to be cancelled: rooms stay as they are, for the
+        next start to restore, and a cluster node commits what it accepted.
+
+        A cluster node forwards a command only once it is committed, so one it
+        accepted and had not committed would be lost with the node. It closes
+        its clients (SEND_ERROR: the add-on reconnects to another node), then
+        waits at most :data:`DRAIN_SECONDS` for its proposals to commit; without
+        a quorum nothing can commit, and it does not wait.
+        """
+        self.broadcaster.stop()
+        cluster = self.broadcaster.cluster
+        if cluster is None:
+            return
+
+        self.broadcaster.close_all(STOPPING_MESSAGE)
+        for _ in range(round(DRAIN_SECONDS / DRAIN_POLL_SECONDS)):
+            if cluster.pending_bytes == 0 or not cluster.status.is_available:
+                break
+
+            await anyio.sleep(DRAIN_POLL_SECONDS)
+
+        self.cluster_drained = cluster.pending_bytes == 0
+        if not self.cluster_drained:
+            log.warning(
+                "cluster.drain_incomplete",
+                extra={
+                    "pending_bytes": cluster.pending_bytes,
+                    "cluster": cluster.status.summary(),
+                },
+            )
 
     def close(self) -> None:
         """Close the listening socket that :meth:`bind` opened if :meth:`serve`

@@ -40,7 +40,7 @@ class HostedRelayServer:
                 "relay.started", extra=self.server.started_fields(self.port, "console")
             )
             await self._stop.wait()
-            self.server.broadcaster.stop()
+            await self.server.prepare_stop()
             tasks.cancel_scope.cancel()
 
     def stop(self) -> None:

@@ -286,8 +286,6 @@ async def test_all_nodes_stopped_while_copying_lose_nothing(tmp_path: Path) -> N
         wait_available(nodes)
         await create_room(nodes[0])
         await send_batch(nodes[0], 600)
-        # Known limit (relay/cluster.py): a stopping node drops the commands it
-        # has not committed yet, so the test stops them once all are.
         wait_equal_rows(nodes, commands=600)
         wait_copying(nodes)
         stopped_at = time.monotonic()
