@@ -40,7 +40,8 @@ fan-out cost 1->N, S
     later feature on the hot path (login, leases, metrics, the console's rates,
     the cluster's hooks), so "drop vs storeless %" is what the store alone
     costs, and "storeless vs no-store %" what those features cost; the target
-    stays the drop against 861fe79.
+    stays the drop against 861fe79. ``--before DIR`` adds a fourth: the store
+    of an earlier checkout (before and after a change, in the same turns).
 join H x S
     A creator uploads H commands of S bytes; once the room is joinable the
     database is polled until all H are written, so the joiner's history really
@@ -96,9 +97,9 @@ BIG_FREE_BYTES = 6 * 10**9
 JOIN_TARGET_MB_S = 200.0
 BIG_RSS_TARGET_MB = 150.0
 FANOUT_TARGET_DROP = 10.0
-# The fan-out trees, in order: this one, the commit before the store, and this
-# one started with no store (benchmarks/storeless_relay.py).
-FANOUT_PREFIXES = ("store", "nostore", "storeless")
+# The fan-out trees, in order: this one, the commit before the store, this one
+# started with no store (benchmarks/storeless_relay.py), and --before's tree.
+FANOUT_PREFIXES = ("store", "nostore", "storeless", "before")
 # The paced upload keeps at most this much sent and not yet in the database
 # (below the relay's default MIXER_STORE_MAX_UNWRITTEN_BYTES, 256 MiB).
 UPLOAD_WINDOW = 128 * MIB
@@ -237,6 +238,8 @@ def fanout_section() -> Section:
             Column("storeless_msgs_s", "storeless msgs/s", ",.0f"),
             Column("storeless_drop", "drop vs storeless %", ".1f"),
             Column("features_drop", "storeless vs no-store %", ".1f"),
+            Column("before_msgs_s", "before msgs/s", ",.0f"),
+            Column("gain", "store vs before %", ".1f"),
             Column("store_p50", "store p50 ms", ".2f"),
             Column("nostore_p50", "no-store p50 ms", ".2f"),
             Column("store_cpu", "store CPU %", ".0f"),
@@ -603,6 +606,9 @@ def fanout_cost(
         row["storeless_drop"] = 100.0 * (1.0 - store / storeless)
     if nostore and storeless:
         row["features_drop"] = 100.0 * (1.0 - storeless / nostore)
+    before = row.get("before_msgs_s")
+    if store and before:
+        row["gain"] = 100.0 * (store / before - 1.0)
     return row
 
 
@@ -880,6 +886,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nostore-commit", default=NOSTORE_COMMIT)
     parser.add_argument("--nostore-path", default=NOSTORE_PATH)
     parser.add_argument(
+        "--before",
+        help="a checkout of an earlier commit whose store also takes turns in "
+        "the fan-out runs (needs the storeless runs: leave --no-storeless out)",
+    )
+    parser.add_argument(
         "--no-storeless",
         action="store_true",
         help="leave out the fan-out runs of this tree without a store",
@@ -990,6 +1001,8 @@ def main(argv: list[str]) -> int:
             trees.append(TreeLauncher(args, tree, "no store"))
             if not args.no_storeless:
                 trees.append(TreeLauncher(args, REPO, "storeless", storeless=True))
+            if args.before:
+                trees.append(TreeLauncher(args, Path(args.before), "before"))
         elif isinstance(tree, str):
             notes.append(f"fan-out cost skipped: {tree}")
         sections = run_steps(plan(args, settings, trees), began, args.max_minutes)

@@ -23,7 +23,6 @@ import sqlite_utils
 from store.access import LeaseRecord, delete_lease, save_lease
 from store.operators import AuditRecord, BanRecord, delete_ban, save_audit, save_ban
 from store.repository import (
-    CommandRow,
     RoomRecord,
     copy_history,
     delete_commands,
@@ -32,7 +31,7 @@ from store.repository import (
     save_room,
     truncate_history,
 )
-from store.runs import RunBuilder
+from store.runs import CommandBlock, RunBuilder
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +92,9 @@ class DeleteLease:
     address: str
 
 
-# An appended command travels as a bare tuple (see CommandRow): there is one per
-# room command, so it is kept as cheap as possible.
-AppendRow = CommandRow
+# Appended commands travel as bare tuples (see CommandBlock): there is one per
+# client read of room commands, so it is kept as cheap as possible.
+AppendBlock = CommandBlock
 Change = (
     SaveRoom
     | DeleteRoom
@@ -107,7 +106,7 @@ Change = (
     | DeleteBan
     | SaveLease
     | DeleteLease
-    | AppendRow
+    | AppendBlock
 )
 
 
@@ -313,7 +312,7 @@ class Journal:
         try:
             for change in batch:
                 if type(change) is tuple:
-                    runs.add(change)
+                    runs.add_block(change)
                     continue
 
                 # A command merged away before it was written is not written.
@@ -351,7 +350,7 @@ class Journal:
         for change in batch:
             if type(change) is tuple:
                 written_bytes += change[3]
-                last_seq = change[0]
+                last_seq = change[0] + len(change[4]) - 1
 
         with self._condition:
             self._applied += len(batch)
