@@ -124,12 +124,13 @@ def test_add_block_continues_a_run_and_cuts_a_large_block() -> None:
     comes back in order, and the blocks' lists are left as they were."""
     wire = encode_frame(140, bytes(1000))
     big_wire = encode_frame(140, bytes(RUN_BYTES))
+    many = 2 * RUN_BYTES // len(wire)
     blocks = [
         block_of(1, [wire] * 10),
         block_of(11, [wire] * 10),
-        block_of(21, [wire] * 150),
-        block_of(171, [wire, big_wire, wire]),
-        block_of(174, [wire] * 2, sender="b"),
+        block_of(21, [wire] * many),
+        block_of(21 + many, [wire, big_wire, wire]),
+        block_of(24 + many, [wire] * 2, sender="b"),
     ]
     copies = [list(block[4]) for block in blocks]
     builder = RunBuilder()
