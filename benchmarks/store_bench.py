@@ -40,8 +40,12 @@ fan-out cost 1->N, S
     later feature on the hot path (login, leases, metrics, the console's rates,
     the cluster's hooks), so "drop vs storeless %" is what the store alone
     costs, and "storeless vs no-store %" what those features cost; the target
-    stays the drop against 861fe79. ``--before DIR`` adds a fourth: the store
-    of an earlier checkout (before and after a change, in the same turns).
+    stays the drop against 861fe79. Measured on main at f06c081 (2 runs per
+    relay, 2 shared cores), those features made 10-14 % of the drop at 1->1
+    (the store 15-34 %), and none of it at 1->8 and 1->32 (main without a
+    store was as fast as 861fe79 or faster); see the README's store section.
+    ``--before DIR`` adds a fourth: the store of an earlier checkout (before
+    and after a change, in the same turns).
 join H x S
     A creator uploads H commands of S bytes; once the room is joinable the
     database is polled until all H are written, so the joiner's history really

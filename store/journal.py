@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.5
 
+# Known limit: every stored MB costs this thread about 3 ms of CPU, mostly in
+# the kernel (SQLite writes each page to the WAL, then copies it into the
+# database file at each checkpoint and syncs both), so on 2 cores a relay
+# streaming 4 KiB commands to one or a few receivers forwards up to a third
+# fewer of them than without a store, a single receiver held to the writer's
+# pace (benchmarks/journal_bench.py and store_bench.py measure both).
+
 
 @dataclass(frozen=True, slots=True)
 class SaveRoom:
