@@ -35,6 +35,17 @@ fan-out cost 1->N, S
     medians are compared; "drop %" is how much slower the store makes the relay
     (negative: it was faster, i.e. noise). "CPU us/msg" is relay CPU time per
     delivery; CPU figures use only the runs that drained (no timeout).
+    A third relay takes turns with the two: this tree started with no store
+    (storeless_relay.py; --no-storeless leaves it out). 861fe79 predates every
+    later feature on the hot path (login, leases, metrics, the console's rates,
+    the cluster's hooks), so "drop vs storeless %" is what the store alone
+    costs, and "storeless vs no-store %" what those features cost; the target
+    stays the drop against 861fe79. Measured on main at f06c081 (2 runs per
+    relay, 2 shared cores), those features made 10-14 % of the drop at 1->1
+    (the store 15-34 %), and none of it at 1->8 and 1->32 (main without a
+    store was as fast as 861fe79 or faster); see the README's store section.
+    ``--before DIR`` adds a fourth: the store of an earlier checkout (before
+    and after a change, in the same turns).
 join H x S
     A creator uploads H commands of S bytes; once the room is joinable the
     database is polled until all H are written, so the joiner's history really
@@ -90,6 +101,9 @@ BIG_FREE_BYTES = 6 * 10**9
 JOIN_TARGET_MB_S = 200.0
 BIG_RSS_TARGET_MB = 150.0
 FANOUT_TARGET_DROP = 10.0
+# The fan-out trees, in order: this one, the commit before the store, this one
+# started with no store (benchmarks/storeless_relay.py), and --before's tree.
+FANOUT_PREFIXES = ("store", "nostore", "storeless", "before")
 # The paced upload keeps at most this much sent and not yet in the database
 # (below the relay's default MIXER_STORE_MAX_UNWRITTEN_BYTES, 256 MiB).
 UPLOAD_WINDOW = 128 * MIB
@@ -218,13 +232,18 @@ def append_section() -> Section:
 def fanout_section() -> Section:
     return Section(
         "Fan-out cost of the store (medians; store = this tree, "
-        f"no store = {NOSTORE_COMMIT})",
+        f"no store = {NOSTORE_COMMIT}, storeless = this tree without a store)",
         [
             CASE,
             Column("store_msgs_s", "store msgs/s", ",.0f"),
             Column("nostore_msgs_s", "no-store msgs/s", ",.0f"),
             Column("drop", "drop %", ".1f"),
             Column("target", f"drop <= {FANOUT_TARGET_DROP:.0f} %"),
+            Column("storeless_msgs_s", "storeless msgs/s", ",.0f"),
+            Column("storeless_drop", "drop vs storeless %", ".1f"),
+            Column("features_drop", "storeless vs no-store %", ".1f"),
+            Column("before_msgs_s", "before msgs/s", ",.0f"),
+            Column("gain", "store vs before %", ".1f"),
             Column("store_p50", "store p50 ms", ".2f"),
             Column("nostore_p50", "no-store p50 ms", ".2f"),
             Column("store_cpu", "store CPU %", ".0f"),
@@ -391,16 +410,23 @@ class DbPoller:
 
 
 class TreeLauncher(rb.Launcher):
-    """Starts our relay from a given source tree (this one or a worktree)."""
+    """Starts our relay from a given source tree (this one or a worktree);
+    ``storeless`` starts it through storeless_relay.py, with no store."""
 
-    def __init__(self, args: argparse.Namespace, repo: Path, tag: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, repo: Path, tag: str, storeless: bool = False
+    ) -> None:
         super().__init__(args)
         self.repo = repo
         self.tag = tag
+        self.storeless = storeless
 
     def spec(self, label: str, bare_args: list[str]) -> proc.RelaySpec:
         spec = proc.ours_spec(proc.free_port(), str(self.repo), self.args.ours_arg)
-        spec.label = self.tag
+        spec.label = self.tag.replace(" ", "-")
+        if self.storeless:
+            script = self.repo / "benchmarks" / "storeless_relay.py"
+            spec.argv = [sys.executable, str(script), *spec.argv[3:]]
         return spec
 
 
@@ -561,7 +587,7 @@ def fanout_cost(
             result = rb.fanout_case(tree, "ours", bench, n, size)
             runs[tree.tag].append(result)
             progress(f"  {tree.tag} run {run + 1}: {' | '.join(rb.cells(result))}")
-    for tree, prefix in zip(trees, ("store", "nostore"), strict=True):
+    for tree, prefix in zip(trees, FANOUT_PREFIXES, strict=False):
         rows = runs[tree.tag]
         rates = [r.msgs_s for r in rows if r.msgs_s is not None]
         # CPU only over runs that drained (a timeout's window is mostly idle).
@@ -579,6 +605,14 @@ def fanout_cost(
     if store and nostore:
         row["drop"] = 100.0 * (1.0 - store / nostore)
         row["target"] = verdict(row["drop"] <= FANOUT_TARGET_DROP)
+    storeless = row.get("storeless_msgs_s")
+    if store and storeless:
+        row["storeless_drop"] = 100.0 * (1.0 - store / storeless)
+    if nostore and storeless:
+        row["features_drop"] = 100.0 * (1.0 - storeless / nostore)
+    before = row.get("before_msgs_s")
+    if store and before:
+        row["gain"] = 100.0 * (store / before - 1.0)
     return row
 
 
@@ -856,6 +890,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nostore-commit", default=NOSTORE_COMMIT)
     parser.add_argument("--nostore-path", default=NOSTORE_PATH)
     parser.add_argument(
+        "--before",
+        help="a checkout of an earlier commit whose store also takes turns in "
+        "the fan-out runs (needs the storeless runs: leave --no-storeless out)",
+    )
+    parser.add_argument(
+        "--no-storeless",
+        action="store_true",
+        help="leave out the fan-out runs of this tree without a store",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=20.0,
@@ -902,7 +946,7 @@ def plan(
         for n in settings.append_receivers:
             for size in settings.append_sizes:
                 steps.append((section, bind(append_case, here, settings, n, size)))
-    if "fanout" in cases and len(trees) == 2:
+    if "fanout" in cases and len(trees) >= 2:
         section = fanout_section()
         turn = 0
         for n in settings.fanout_receivers:
@@ -959,6 +1003,10 @@ def main(argv: list[str]) -> int:
         trees = [here]
         if isinstance(tree, Path):
             trees.append(TreeLauncher(args, tree, "no store"))
+            if not args.no_storeless:
+                trees.append(TreeLauncher(args, REPO, "storeless", storeless=True))
+            if args.before:
+                trees.append(TreeLauncher(args, Path(args.before), "before"))
         elif isinstance(tree, str):
             notes.append(f"fan-out cost skipped: {tree}")
         sections = run_steps(plan(args, settings, trees), began, args.max_minutes)

@@ -257,6 +257,31 @@ class Broadcaster:
         except (RequestRefused, MalformedPayload) as exc:
             self._refuse(client, kind, str(exc))
 
+    def handle_all(
+        self, client: Client, frames: Sequence[Frame], received_at: float
+    ) -> None:
+        """Apply the messages of one read, in order, as :meth:`handle` one by
+        one would; each stretch of room commands goes to its room at once.
+
+        Args:
+            client: who sent them.
+            frames: the messages, in stream order.
+            received_at: when they were read (time.time()).
+        """
+        start = 0
+        for index, frame in enumerate(frames):
+            if frame.kind <= LAST_CONTROL_TYPE:
+                if start < index:
+                    self._room_commands(client, frames[start:index], received_at)
+
+                self.handle(client, frame, received_at)
+                start = index + 1
+
+        if start < len(frames):
+            self._room_commands(
+                client, frames[start:] if start else frames, received_at
+            )
+
     def _refuse(self, client: Client, kind: int, reason: str) -> None:
         client.refusals += 1
         if _is_worth_logging(client.refusals):
@@ -344,6 +369,38 @@ class Broadcaster:
                 self._rooms_with_unwritten.mark(room)
 
         self._forward(room, frame.wire, client)
+
+    def _room_commands(
+        self, client: Client, frames: Sequence[Frame], at: float
+    ) -> None:
+        """Apply consecutive room commands of one read: counted, stored and
+        forwarded together (a single one, or a clustered relay's, one by one)."""
+        room = client.room
+        if room is None or self.cluster is not None or len(frames) == 1:
+            for frame in frames:
+                self.handle(client, frame, at)
+
+            return
+
+        wires = [frame.wire for frame in frames]
+        size = sum(map(len, wires))
+        client.frames_in += len(wires)
+        client.bytes_in += size
+        room.commands_in += len(wires)
+        room.bytes_in += size
+        stored = [frame for frame in frames if is_stored(frame.kind)]
+        if stored:
+            room.history.extend(stored, client.id, at)
+            self._rooms_with_new_statistics.mark(room)
+            if self.store is not None:
+                self._rooms_with_unwritten.mark(room)
+
+        receivers = len(room.members) - int(client in room.members)
+        room.commands_out += receivers * len(wires)
+        room.bytes_out += receivers * size
+        for member in room.members:
+            if member is not client:
+                member.send_all(wires, size)
 
     def _forward(self, room: Room, wire: Wire, sender: Client | None) -> None:
         """Send a room command to every member but its sender, counting it."""

@@ -93,6 +93,18 @@ class Client:
                 f"({self.outbox.queued_bytes} bytes already waiting)"
             )
 
+    def send_all(self, wires: list[Wire], size: int) -> None:
+        """Queue frames for this client, in order, as :meth:`send` one by one
+        would (``size`` is the sum of their lengths)."""
+        if self.outbox.push_all(wires, size):
+            self.frames_out += len(wires)
+            return
+
+        # Over the budget: frame by frame, so that the client is dropped at the
+        # frame that does not fit, as it would be otherwise.
+        for wire in wires:
+            self.send(wire)
+
     def close(self, reason: str) -> None:
         """End this connection after writing what is queued for it."""
         self._close(reason)

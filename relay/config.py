@@ -62,8 +62,9 @@ class Settings:
     is written; a crash loses at most this much."""
 
     store_batch_size: int = 2000
-    """``MIXER_STORE_BATCH_SIZE``: changes written in one transaction at most;
-    a full batch is written at once."""
+    """``MIXER_STORE_BATCH_SIZE``: changes written in one transaction at most
+    (the room commands of one client read count as one); a full batch is
+    written at once."""
 
     # Small on purpose: the store appends and reads histories in order, so a
     # large cache mostly held the pages of big commands, and the relay's memory.

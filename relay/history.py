@@ -14,7 +14,8 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import repeat
+from typing import Protocol, runtime_checkable
 
 from relay.messages import is_mergeable
 from relay.protocol import HEADER, Frame, Wire, leading_string
@@ -55,6 +56,23 @@ class CommandStore(Protocol):
     async def read(
         self, room_id: int, after_seq: int, until_seq: int, max_bytes: int
     ) -> Sequence[StoredCommandLike]: ...
+
+
+@runtime_checkable
+class BlockStore(Protocol):
+    """A store that takes a client read's commands in one call (the relay's own
+    store; a clustered history's store is given each command by the applier)."""
+
+    def append_block(
+        self,
+        seq: int,
+        room_id: int,
+        kind: int,
+        size: int,
+        wires: Sequence[Wire],
+        sender: str | None,
+        at: float | None,
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -120,6 +138,10 @@ class History:
         self._stored_until = last.seq if last is not None else 0
         self._removals = 0
         self._cuts = 0
+        # Checked once here, not per read: isinstance on a protocol is slow.
+        self._append_block = (
+            store.append_block if isinstance(store, BlockStore) else None
+        )
 
     def __len__(self) -> int:
         return self._count
@@ -212,6 +234,43 @@ class History:
             sender,
             at,
         )
+
+    def extend(
+        self, frames: Sequence[Frame], sender: str | None, at: float | None
+    ) -> None:
+        """Store the room commands of one client read, in order, as append()
+        one by one would; unless one of them is mergeable, at once: one entry
+        each, but one store call, one count update and one newest command.
+
+        Args:
+            frames: the commands, at least one.
+            sender: the id of the client that sent them.
+            at: when the relay received them.
+        """
+        kinds = [frame.kind for frame in frames]
+        append_block = self._append_block
+        if any(map(is_mergeable, kinds)) or (
+            self._store is not None and append_block is None
+        ):
+            # Known limit: a read that holds a mergeable command is stored one
+            # command at a time, at the cost per command of append().
+            for frame in frames:
+                self.append(frame, sender, at)
+
+            return
+
+        # Numbers handed out back to back are consecutive: the sequence is a
+        # counter, and nothing else runs in between.
+        sequence = self._sequence
+        seqs = [sequence() for _ in kinds]
+        wires = [frame.wire for frame in frames]
+        size = sum(map(len, wires))
+        self._recent.extend(map(HistoryEntry, seqs, wires, repeat(sender), repeat(at)))
+        self._last = LastCommand(seqs[-1], kinds[-1], None, len(wires[-1]))
+        self._count += len(wires)
+        self._byte_size += size
+        if append_block is not None:
+            append_block(seqs[0], self._room_id, kinds[0], size, wires, sender, at)
 
     def copy_entries(self, entries: Iterable[HistoryEntry]) -> None:
         """Append copies of another history's entries, unmerged, with their

@@ -80,6 +80,28 @@ class Outbox:
         self._wake()
         return True
 
+    def push_all(self, wires: list[Wire], size: int) -> bool:
+        """Queue frames, in order, if all of them fit in the budget.
+
+        Args:
+            wires: the frames.
+            size: the sum of their lengths.
+
+        Returns:
+            False when they do not all fit (even into an empty queue); none of
+            them is queued then, and the caller pushes them one by one.
+        """
+        if self._is_closed:
+            return True
+
+        if self._queued_bytes + size > self._budget:
+            return False
+
+        self._items.extend(wires)
+        self._queued_bytes += size
+        self._wake()
+        return True
+
     def push_replay(self, replay: Replay) -> None:
         """Queue a replay: frames pushed after it leave after all of its frames."""
         if self._is_closed:

@@ -351,9 +351,7 @@ class Session:
 
             # One clock reading per read, not per frame: the time is for the
             # operator's history view, and the hot path stays cheap.
-            received_at = time.time()
-            for frame in frames:
-                self._broadcaster.handle(self.client, frame, received_at)
+            self._broadcaster.handle_all(self.client, frames, time.time())
 
             await checkpoint()
 

@@ -23,7 +23,6 @@ import sqlite_utils
 from store.access import LeaseRecord, delete_lease, save_lease
 from store.operators import AuditRecord, BanRecord, delete_ban, save_audit, save_ban
 from store.repository import (
-    CommandRow,
     RoomRecord,
     copy_history,
     delete_commands,
@@ -32,11 +31,18 @@ from store.repository import (
     save_room,
     truncate_history,
 )
-from store.runs import RunBuilder
+from store.runs import CommandBlock, RunBuilder
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.5
+
+# Known limit: every stored MB costs this thread about 3 ms of CPU, mostly in
+# the kernel (SQLite writes each page to the WAL, then copies it into the
+# database file at each checkpoint and syncs both), so on 2 cores a relay
+# streaming 4 KiB commands to one or a few receivers forwards up to a third
+# fewer of them than without a store, a single receiver held to the writer's
+# pace (benchmarks/journal_bench.py and store_bench.py measure both).
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +99,9 @@ class DeleteLease:
     address: str
 
 
-# An appended command travels as a bare tuple (see CommandRow): there is one per
-# room command, so it is kept as cheap as possible.
-AppendRow = CommandRow
+# Appended commands travel as bare tuples (see CommandBlock): there is one per
+# client read of room commands, so it is kept as cheap as possible.
+AppendBlock = CommandBlock
 Change = (
     SaveRoom
     | DeleteRoom
@@ -107,7 +113,7 @@ Change = (
     | DeleteBan
     | SaveLease
     | DeleteLease
-    | AppendRow
+    | AppendBlock
 )
 
 
@@ -313,7 +319,7 @@ class Journal:
         try:
             for change in batch:
                 if type(change) is tuple:
-                    runs.add(change)
+                    runs.add_block(change)
                     continue
 
                 # A command merged away before it was written is not written.
@@ -351,7 +357,7 @@ class Journal:
         for change in batch:
             if type(change) is tuple:
                 written_bytes += change[3]
-                last_seq = change[0]
+                last_seq = change[0] + len(change[4]) - 1
 
         with self._condition:
             self._applied += len(batch)

@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -169,7 +170,31 @@ class Store:
         at: float | None = None,
     ) -> None:
         """Queue a command to be appended to a room's history."""
-        self._submit((seq, room_id, kind, len(wire), wire, sender, at))
+        self._submit((seq, room_id, kind, len(wire), [wire], sender, at))
+
+    def append_block(
+        self,
+        seq: int,
+        room_id: int,
+        kind: int,
+        size: int,
+        wires: Sequence[Blob],
+        sender: str | None,
+        at: float | None,
+    ) -> None:
+        """Queue commands to be appended to a room's history, in one change.
+
+        Args:
+            seq: the first one's number; the others follow it consecutively.
+            room_id: their room.
+            kind: the first one's type.
+            size: the sum of their wire lengths.
+            wires: their wire bytes, in order (the store's from now on: the
+                caller must not change the sequence).
+            sender: the id of the client that sent them all.
+            at: when the relay received them (one read).
+        """
+        self._submit((seq, room_id, kind, size, wires, sender, at))
 
     def remove(self, seq: int) -> None:
         """Queue the removal of a stored command (the merge rule replaced it)."""

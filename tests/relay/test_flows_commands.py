@@ -12,6 +12,7 @@ import pytest
 
 from relay.messages import MessageType
 from relay.protocol import (
+    encode_frame,
     encode_string,
 )
 from tests.mixer_client import json_of, room_command
@@ -54,6 +55,37 @@ async def test_room_commands_forwarded_in_order_never_echoed(connect: Connect) -
         from_first + from_second
     )
     assert [frame for frame in to_outsider if frame.kind > 100] == []
+
+
+async def test_room_commands_around_requests_in_one_read_keep_their_order(
+    connect: Connect,
+) -> None:
+    """Room commands sent in one write with requests between them are applied in
+    order: LIST_ROOMS counts only the commands before it, and those after a
+    LEAVE_ROOM are refused as outside a room, neither stored nor forwarded."""
+    sender, receiver = await room_with_members(connect, 2)
+    before = [command(140, f"/a/{index}", bytes(index)) for index in range(4)]
+    middle = [command(140, f"/b/{index}", bytes(index)) for index in range(3)]
+    after = [command(140, f"/c/{index}", bytes(index)) for index in range(2)]
+    await sender.send_raw(
+        b"".join(before)
+        + encode_frame(MessageType.LIST_ROOMS)
+        + b"".join(middle)
+        + encode_frame(MessageType.LEAVE_ROOM, ROOM.encode())
+        + b"".join(after)
+    )
+    to_sender = significant(await sender.sync())
+    to_receiver = await receiver.sync()
+    listed = json_of(next(f for f in to_sender if f.kind == MessageType.LIST_ROOMS))
+    count, size = await stored_of(receiver)
+
+    assert listed[ROOM]["command_count"] == len(before)
+    assert [bytes(f.wire) for f in to_receiver if f.kind > 100] == before + middle
+    assert count == len(before + middle)
+    assert size == sum(map(len, before + middle))
+    assert [f.kind for f in to_sender][-len(after) :] == [MessageType.SEND_ERROR] * len(
+        after
+    )
 
 
 async def test_room_command_outside_room_refused_not_stored(connect: Connect) -> None:

@@ -25,7 +25,14 @@ from store.repository import (
     summarize_history,
     truncate_history,
 )
-from store.runs import RUN_BYTES, CommandRow, pack, split_run
+from store.runs import (
+    RUN_BYTES,
+    CommandBlock,
+    CommandRow,
+    RunBuilder,
+    pack,
+    split_run,
+)
 from store.schema import MIGRATIONS, open_database
 from store.store import Store, StoreOptions
 from tests.store.stored_rows import command_rows
@@ -105,6 +112,87 @@ def test_pack_cuts_a_run_at_its_byte_limit() -> None:
     assert all(row[3] <= RUN_BYTES or row[7] == 1 for row in rows)
     assert sum(row[7] for row in rows) == 201
     assert rows[-1][4] is big_wire
+
+
+def block_of(first: int, wires: list[bytes], sender: str = "a") -> CommandBlock:
+    return (first, 1, 140, sum(map(len, wires)), wires, sender, 1.0)
+
+
+def test_add_block_continues_a_run_and_cuts_a_large_block() -> None:
+    """A block that fits continues the open run; a larger one is cut where a run
+    would pass RUN_BYTES (a command larger than a run alone); every command
+    comes back in order, and the blocks' lists are left as they were."""
+    wire = encode_frame(140, bytes(1000))
+    big_wire = encode_frame(140, bytes(RUN_BYTES))
+    many = 2 * RUN_BYTES // len(wire)
+    blocks = [
+        block_of(1, [wire] * 10),
+        block_of(11, [wire] * 10),
+        block_of(21, [wire] * many),
+        block_of(21 + many, [wire, big_wire, wire]),
+        block_of(24 + many, [wire] * 2, sender="b"),
+    ]
+    copies = [list(block[4]) for block in blocks]
+    builder = RunBuilder()
+
+    for block in blocks:
+        builder.add_block(block)
+    rows = builder.take()
+
+    assert (rows[0][0], rows[0][7]) == (1, 20)
+    assert all(row[3] <= RUN_BYTES or row[7] == 1 for row in rows)
+    assert [
+        (row[0] + index, bytes(frame))
+        for row in rows
+        for index, frame in enumerate(split_run(row[4], row[7]))
+    ] == [
+        (seq, bytes(w))
+        for seq, w in enumerate((w for b in blocks for w in b[4]), start=1)
+    ]
+    assert [row[3] for row in rows] == [len(row[4]) for row in rows]
+    assert rows[-1][5] == "b" and rows[-1][7] == 2
+    assert [list(block[4]) for block in blocks] == copies
+
+
+def test_add_block_then_discard_drops_the_newest_command() -> None:
+    """A merge that replaces a block's last command before it is written leaves
+    the rest of the block in its run."""
+    wires = [encode_frame(140, bytes([index])) for index in range(3)]
+    builder = RunBuilder()
+
+    builder.add_block(block_of(1, wires))
+    is_discarded = builder.discard(3)
+    rows = builder.take()
+
+    assert is_discarded
+    assert [(row[0], row[7], bytes(row[4])) for row in rows] == [
+        (1, 2, wires[0] + wires[1])
+    ]
+
+
+def test_store_appends_blocks_and_reports_their_last_number(tmp_path: Path) -> None:
+    """Blocks appended through the store are written as their commands, read
+    back in order, and durable_seq reaches each block's last number."""
+    store = Store.open(tmp_path, StoreOptions(flush_interval=10.0))
+    store.save_room(record(1, "blocks"))
+    wires = [encode_frame(140, f"command {index}".encode()) for index in range(7)]
+    first = store.allocate_seqs(4)
+    store.append_block(first, 1, 140, sum(map(len, wires[:4])), wires[:4], "a", 1.0)
+    second = store.allocate_seqs(3)
+    store.append_block(second, 1, 140, sum(map(len, wires[4:])), wires[4:], "b", 2.0)
+
+    is_flushed = store.journal.flush(timeout=5)
+    durable = store.durable_seq
+    with contextlib.closing(sqlite3.connect(store.path)) as connection:
+        rows = command_rows(connection)
+
+    store.close(timeout=5)
+
+    assert is_flushed
+    assert durable == second + 2
+    assert [(seq, wire) for seq, _room, _kind, _size, wire in rows] == list(
+        zip(range(first, first + 7), wires, strict=True)
+    )
 
 
 @pytest.mark.parametrize("cut", [1, 13, -1, -14])
