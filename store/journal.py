@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from store.access import LeaseRecord, delete_lease, save_lease
+from store.checkpointer import Checkpointer
 from store.operators import AuditRecord, BanRecord, delete_ban, save_audit, save_ban
 from store.repository import (
     RoomRecord,
@@ -36,6 +37,10 @@ from store.runs import CommandBlock, RunBuilder
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.5
+# Appends past this many bytes wait for the next transaction: a transaction
+# larger than SQLite's page cache spills pages to the WAL mid-way, and a batch
+# of a backlog could otherwise reach hundreds of MB.
+TRANSACTION_BYTES = 2 * 1024 * 1024
 
 # Known limit: every stored MB costs this thread about 3 ms of CPU, mostly in
 # the kernel (SQLite writes each page to the WAL, then copies it into the
@@ -121,15 +126,22 @@ class Journal:
     """Queues changes and applies them in batches on its own thread.
 
     Args:
-        db: the writing connection (used only by the journal's thread).
+        db: the writing connection (used only by the journal's thread), with
+            SQLite's auto-checkpoint off.
         flush_interval: seconds a change may wait before it is written.
         batch_size: changes that trigger a write at once.
+        checkpointer: copies what the journal commits into the database file.
     """
 
     def __init__(
-        self, db: sqlite_utils.Database, flush_interval: float, batch_size: int
+        self,
+        db: sqlite_utils.Database,
+        flush_interval: float,
+        batch_size: int,
+        checkpointer: Checkpointer,
     ) -> None:
         self._db = db
+        self._checkpointer = checkpointer
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._changes: deque[Change] = deque()
@@ -154,7 +166,8 @@ class Journal:
         self.last_error = ""
 
     def start(self) -> None:
-        """Start the writing thread."""
+        """Start the writing thread and the checkpointer."""
+        self._checkpointer.start()
         self._thread.start()
 
     def submit(self, change: Change) -> None:
@@ -162,11 +175,14 @@ class Journal:
         writing thread is asleep or a batch is full)."""
         self._changes.append(change)
         self._queued += 1
+        fills_transaction = False
         if type(change) is tuple:
+            pending = self._queued_bytes - self._written_bytes
             self._queued_bytes += change[3]
+            fills_transaction = pending < TRANSACTION_BYTES <= pending + change[3]
 
         # The first change starts the flush interval; a full batch ends it.
-        if self._is_idle or len(self._changes) == self._batch_size:
+        if self._is_idle or fills_transaction or len(self._changes) == self._batch_size:
             with self._condition:
                 self._condition.notify()
 
@@ -222,6 +238,7 @@ class Journal:
         if self._thread.is_alive():
             self._thread.join(timeout=max(timeout, RETRY_SECONDS * 2))
 
+        self._checkpointer.close()
         return is_flushed
 
     def close_connection(self) -> None:
@@ -248,6 +265,7 @@ class Journal:
                     self._flush_requested
                     or self._is_stopping
                     or len(self._changes) >= self._batch_size
+                    or self.pending_bytes >= TRANSACTION_BYTES
                 ):
                     break
 
@@ -267,8 +285,19 @@ class Journal:
                 self._is_idle = False
 
             self._flush_requested = False
-            count = min(len(self._changes), self._batch_size)
-            return [self._changes.popleft() for _ in range(count)]
+            return self._take_batch()
+
+    def _take_batch(self) -> list[Change]:
+        batch: list[Change] = []
+        size = 0
+        changes = self._changes
+        while changes and len(batch) < self._batch_size and size < TRANSACTION_BYTES:
+            change = changes.popleft()
+            batch.append(change)
+            if type(change) is tuple:
+                size += change[3]
+
+        return batch
 
     def _write(self, batch: list[Change]) -> bool:
         """Apply a batch, retrying until it is written; False when the journal
@@ -315,6 +344,7 @@ class Journal:
     def _apply(self, batch: list[Change]) -> None:
         db = self._db
         runs = RunBuilder()
+        self._checkpointer.make_room()
         db.execute("BEGIN IMMEDIATE")
         try:
             for change in batch:
@@ -335,6 +365,7 @@ class Journal:
                 insert_runs(db, runs.take())
 
             db.execute("COMMIT")
+            self._checkpointer.committed()
         except BaseException:
             # SQLite may already have rolled back (a full disk does that).
             if db.conn.in_transaction:

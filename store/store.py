@@ -16,6 +16,7 @@ import anyio.to_thread
 import sqlite_utils
 
 from store.access import LeaseRecord, load_leases
+from store.checkpointer import Checkpointer
 from store.errors import StoreLocked
 from store.journal import (
     CopyHistory,
@@ -51,6 +52,11 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "rooms.sqlite"
 LOCK_NAME = "relay.lock"
+# The writer appends to the WAL up to this size while the checkpointer copies it
+# into the database; past it, the writer waits up to CHECKPOINT_WAIT_SECONDS for
+# the copy to catch up, and SQLite then starts the WAL over.
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+CHECKPOINT_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,12 @@ class Store:
             lock.close()
             raise
 
-        journal = Journal(writer, options.flush_interval, options.batch_size)
+        # The writer leaves checkpoints to the checkpointer's thread.
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointer = Checkpointer(path, WAL_LIMIT_BYTES, CHECKPOINT_WAIT_SECONDS)
+        journal = Journal(
+            writer, options.flush_interval, options.batch_size, checkpointer
+        )
         store = cls(data_dir, lock, journal, reader)
         store._next_room_id, store._next_seq = next_ids(writer)
         journal.durable_seq = store._next_seq - 1

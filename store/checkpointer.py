@@ -1,0 +1,148 @@
+"""Copying the WAL into the database file on a thread of its own.
+
+SQLite writes every committed page twice: once into the WAL, then again into the
+database file at a checkpoint, with a sync of each file. Done by the writing
+connection (SQLite's auto-checkpoint), the copy and the syncs stop the journal
+from writing anything else meanwhile, and the writer's pace is what a room of
+fast senders is held to. Here a second connection checkpoints after each
+commit, so the journal goes on appending to the WAL while the last pages are
+copied and synced.
+
+SQLite starts the WAL over only at a write that finds every frame already
+copied. A writer that never pauses would grow the WAL for ever, so the journal
+asks :meth:`Checkpointer.make_room` before each transaction: past
+``wal_limit_bytes`` it waits until the copy has caught up with its commits.
+"""
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.5
+BLOCKED_RETRY_SECONDS = 0.05
+
+
+class Checkpointer:
+    """Runs SQLite's passive checkpoint on its own connection and thread.
+
+    Args:
+        path: the database file, in WAL mode.
+        wal_limit_bytes: WAL size past which the writer waits for the copy.
+        wait_seconds: longest such wait; a checkpoint that keeps failing (a full
+            disk) then lets the WAL grow rather than stop the store.
+    """
+
+    def __init__(self, path: Path, wal_limit_bytes: int, wait_seconds: float) -> None:
+        self._path = path
+        self._wal_limit_bytes = wal_limit_bytes
+        self._wait_seconds = wait_seconds
+        self._condition = threading.Condition()
+        self._commits = 0
+        self._attempted_commits = 0
+        self._copied_commits = 0
+        self._wal_bytes = 0
+        # A reader's snapshot holds frames back; waiting for them would stop the
+        # writer for as long as the reader reads.
+        self._is_held_back = False
+        self._is_stopping = False
+        self._is_failing = False
+        self._thread = threading.Thread(
+            target=self._run, name="store-checkpoint", daemon=True
+        )
+
+    def start(self) -> None:
+        """Open the connection and start the thread."""
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Tell the checkpointer that the writer committed a transaction."""
+        with self._condition:
+            self._commits += 1
+            self._condition.notify_all()
+
+    def make_room(self) -> None:
+        """Before a transaction: wait while the WAL is past its limit and the copy
+        is behind the writer's commits (at most ``wait_seconds``)."""
+        with self._condition:
+            if (
+                self._wal_bytes <= self._wal_limit_bytes
+                or self._is_held_back
+                or not self._thread.is_alive()
+            ):
+                return
+
+            self._condition.wait_for(
+                lambda: (
+                    self._copied_commits == self._commits
+                    or self._is_held_back
+                    or self._is_stopping
+                ),
+                timeout=self._wait_seconds,
+            )
+
+    def close(self) -> None:
+        """Stop the thread (after its current checkpoint)."""
+        with self._condition:
+            self._is_stopping = True
+            self._condition.notify_all()
+
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")
+            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            while self._copy_next(connection, page_size):
+                pass
+        finally:
+            connection.close()
+
+    def _copy_next(self, connection: sqlite3.Connection, page_size: int) -> bool:
+        with self._condition:
+            self._condition.wait_for(
+                lambda: self._commits > self._attempted_commits or self._is_stopping,
+                timeout=BLOCKED_RETRY_SECONDS if self._is_held_back else None,
+            )
+            if self._is_stopping:
+                return False
+
+            commits = self._attempted_commits = self._commits
+
+        try:
+            busy, wal_frames, copied_frames = connection.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._report_failure(exc)
+            with self._condition:
+                self._condition.wait(RETRY_SECONDS)
+
+            return True
+
+        self._report_success()
+        with self._condition:
+            if wal_frames >= 0:  # -1 when a reader kept the copy from starting
+                self._wal_bytes = wal_frames * page_size
+
+            self._is_held_back = bool(busy) or copied_frames < wal_frames
+            if not self._is_held_back:
+                self._copied_commits = commits
+
+            self._condition.notify_all()
+
+        return True
+
+    def _report_failure(self, exc: sqlite3.Error) -> None:
+        if not self._is_failing:
+            self._is_failing = True
+            log.error("store.checkpoint_failed", extra={"error": str(exc)})
+
+    def _report_success(self) -> None:
+        if self._is_failing:
+            self._is_failing = False
+            log.warning("store.checkpoint_recovered")

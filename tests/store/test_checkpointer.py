@@ -1,0 +1,106 @@
+"""The checkpointer on a real SQLite file: the WAL stays bounded, a reader's
+snapshot does not stop the writer, and a closed store leaves no WAL behind."""
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import store.store
+from relay.protocol import encode_frame
+from store.repository import RoomRecord
+from store.store import Store, StoreOptions
+
+MIB = 1024 * 1024
+WAL_LIMIT = MIB
+SENDER = "127.0.0.1:5000"
+
+
+@pytest.fixture
+def small_wal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store.store, "WAL_LIMIT_BYTES", WAL_LIMIT)
+
+
+def open_store(tmp_path: Path) -> Store:
+    opened = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    opened.save_room(
+        RoomRecord(1, "stream", "3.4.1", "1.0.0", False, True, True, True, {}, 0.0)
+    )
+    return opened
+
+
+def append_mib(opened: Store, mib: int) -> None:
+    """Append ``mib`` MiB of 4 KiB commands in reads of 128 KiB, as fast as the
+    store takes them."""
+    wires = [encode_frame(140, bytes([index]) * 4096) for index in range(32)]
+    for _ in range(mib * 8):
+        first = opened.allocate_seqs(len(wires))
+        block_size = sum(map(len, wires))
+        opened.append_block(first, 1, 140, block_size, wires, SENDER, time.time())
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_the_wal_stays_bounded_under_a_stream_of_appends(
+    tmp_path: Path, small_wal: None
+) -> None:
+    """The writer waits for the copy past the limit, so SQLite starts the WAL
+    over instead of growing it by every byte appended."""
+    opened = open_store(tmp_path)
+    append_mib(opened, 48)
+    is_flushed = opened.journal.flush(timeout=30)
+    wal_size = file_size(opened.path.with_name(opened.path.name + "-wal"))
+    opened.close(timeout=10)
+
+    assert is_flushed
+    assert wal_size < 12 * MIB
+
+
+def test_a_reader_holding_a_snapshot_does_not_stop_the_writer(
+    tmp_path: Path, small_wal: None
+) -> None:
+    """While a reader pins old frames the writer goes on (the WAL grows), and once
+    the reader is done the checkpointer copies everything into the database."""
+    opened = open_store(tmp_path)
+    append_mib(opened, 1)
+    assert opened.journal.flush(timeout=10)
+    reader = sqlite3.connect(opened.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM commands").fetchone()
+
+    append_mib(opened, 24)
+    is_flushed_while_pinned = opened.journal.flush(timeout=10)
+    reader.execute("COMMIT")
+    reader.close()
+    append_mib(opened, 1)
+    is_flushed = opened.journal.flush(timeout=10)
+    deadline = time.monotonic() + 10
+    while file_size(opened.path) < 26 * MIB and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    database_size = file_size(opened.path)
+    opened.close(timeout=10)
+
+    assert is_flushed_while_pinned
+    assert is_flushed
+    assert database_size >= 26 * MIB
+
+
+def test_a_closed_store_leaves_no_wal_and_keeps_every_command(
+    tmp_path: Path, small_wal: None
+) -> None:
+    opened = open_store(tmp_path)
+    append_mib(opened, 8)
+    last_seq = opened.allocate_seq() - 1
+    assert opened.close(timeout=10)
+
+    wal_exists = opened.path.with_name(opened.path.name + "-wal").exists()
+    with contextlib.closing(sqlite3.connect(opened.path)) as db:
+        (count,) = db.execute("SELECT sum(count) FROM commands").fetchone()
+
+    assert not wal_exists
+    assert count == last_seq
