@@ -63,8 +63,8 @@ class Settings:
 
     store_batch_size: int = 2000
     """``MIXER_STORE_BATCH_SIZE``: changes written in one transaction at most
-    (the room commands of one client read count as one); a full batch is
-    written at once."""
+    (the room commands of one client read count as one), and at most 2 MiB of
+    commands; a full batch is written at once."""
 
     # Small on purpose: the store appends and reads histories in order, so a
     # large cache mostly held the pages of big commands, and the relay's memory.

@@ -4,14 +4,17 @@ SQLite writes every committed page twice: once into the WAL, then again into the
 database file at a checkpoint, with a sync of each file. Done by the writing
 connection (SQLite's auto-checkpoint), the copy and the syncs stop the journal
 from writing anything else meanwhile, and the writer's pace is what a room of
-fast senders is held to. Here a second connection checkpoints after each
-commit, so the journal goes on appending to the WAL while the last pages are
-copied and synced.
+fast senders is held to. Here a second connection copies what the journal has
+committed, a step of several MB at a time (each copy syncs both files), while
+the journal goes on appending to the WAL.
 
 SQLite starts the WAL over only at a write that finds every frame already
 copied. A writer that never pauses would grow the WAL for ever, so the journal
 asks :meth:`Checkpointer.make_room` before each transaction: past
 ``wal_limit_bytes`` it waits until the copy has caught up with its commits.
+Until a copy has synced them, committed pages are in the WAL but not on disk
+(SQLite's synchronous=NORMAL): a killed process loses none of them, a power cut
+at most the last STEP_SECONDS.
 """
 
 import logging
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.5
 BLOCKED_RETRY_SECONDS = 0.05
+# A copy waits for this many committed bytes, or this long after a commit, or
+# a writer waiting for room: each copy costs two syncs.
+STEP_BYTES = 8 * 1024 * 1024
+STEP_SECONDS = 0.2
 
 
 class Checkpointer:
@@ -41,7 +48,10 @@ class Checkpointer:
         self._wait_seconds = wait_seconds
         self._condition = threading.Condition()
         self._commits = 0
+        self._committed_bytes = 0
         self._attempted_commits = 0
+        self._attempted_bytes = 0
+        self._is_writer_waiting = False
         self._copied_commits = 0
         self._wal_bytes = 0
         # A reader's snapshot holds frames back; waiting for them would stop the
@@ -57,11 +67,19 @@ class Checkpointer:
         """Open the connection and start the thread."""
         self._thread.start()
 
-    def committed(self) -> None:
-        """Tell the checkpointer that the writer committed a transaction."""
+    def committed(self, size: int) -> None:
+        """Tell the checkpointer that the writer committed a transaction of about
+        ``size`` bytes."""
         with self._condition:
             self._commits += 1
-            self._condition.notify_all()
+            self._committed_bytes += size
+            # The first commit after a copy starts the step's wait; a full step
+            # ends it.
+            if (
+                self._commits == self._attempted_commits + 1
+                or self._committed_bytes - self._attempted_bytes >= STEP_BYTES
+            ):
+                self._condition.notify_all()
 
     def make_room(self) -> None:
         """Before a transaction: wait while the WAL is past its limit and the copy
@@ -74,6 +92,8 @@ class Checkpointer:
             ):
                 return
 
+            self._is_writer_waiting = True
+            self._condition.notify_all()
             self._condition.wait_for(
                 lambda: (
                     self._copied_commits == self._commits
@@ -82,6 +102,7 @@ class Checkpointer:
                 ),
                 timeout=self._wait_seconds,
             )
+            self._is_writer_waiting = False
 
     def close(self) -> None:
         """Stop the thread (after its current checkpoint)."""
@@ -108,10 +129,19 @@ class Checkpointer:
                 lambda: self._commits > self._attempted_commits or self._is_stopping,
                 timeout=BLOCKED_RETRY_SECONDS if self._is_held_back else None,
             )
+            self._condition.wait_for(
+                lambda: (
+                    self._committed_bytes - self._attempted_bytes >= STEP_BYTES
+                    or self._is_writer_waiting
+                    or self._is_stopping
+                ),
+                timeout=STEP_SECONDS,
+            )
             if self._is_stopping:
                 return False
 
             commits = self._attempted_commits = self._commits
+            self._attempted_bytes = self._committed_bytes
 
         try:
             busy, wal_frames, copied_frames = connection.execute(

@@ -2,10 +2,12 @@
 
 The relay never waits on the disk. Each change is queued in order; a thread takes
 what has accumulated (after the flush interval, or as soon as a batch is full) and
-applies it in one transaction. When a transaction fails (the disk is full, the
-file is locked) the batch stays queued, the store reports itself degraded, and
-the thread retries until it succeeds; nothing queued is dropped. The relay reads
-:attr:`Journal.durable_seq` to know which commands are safely on disk.
+applies it in one transaction, which the checkpointer (store/checkpointer.py)
+then copies from the WAL into the database file. When a transaction fails (the
+disk is full, the file is locked) the batch stays queued, the store reports
+itself degraded, and the thread retries until it succeeds; nothing queued is
+dropped. The relay reads :attr:`Journal.durable_seq` to know which commands are
+safely on disk.
 
 Appended commands are gathered into runs as a batch is written (store/runs.py),
 so a stream of small commands costs SQLite a row per run, not per command.
@@ -42,12 +44,12 @@ RETRY_SECONDS = 0.5
 # of a backlog could otherwise reach hundreds of MB.
 TRANSACTION_BYTES = 2 * 1024 * 1024
 
-# Known limit: every stored MB costs this thread about 3 ms of CPU, mostly in
-# the kernel (SQLite writes each page to the WAL, then copies it into the
-# database file at each checkpoint and syncs both), so on 2 cores a relay
-# streaming 4 KiB commands to one or a few receivers forwards up to a third
-# fewer of them than without a store, a single receiver held to the writer's
-# pace (benchmarks/journal_bench.py and store_bench.py measure both).
+# Known limit: every stored MB costs this thread and the checkpointer's about
+# 2.2-2.6 ms of CPU together, mostly in the kernel (each page written to the WAL,
+# copied into the database file and synced twice), so on 2 cores a relay
+# streaming 4 KiB commands to one or a few receivers forwards up to a fifth
+# fewer of them than without a store (benchmarks/journal_bench.py and
+# store_bench.py measure both).
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,12 +346,14 @@ class Journal:
     def _apply(self, batch: list[Change]) -> None:
         db = self._db
         runs = RunBuilder()
+        size = 0
         self._checkpointer.make_room()
         db.execute("BEGIN IMMEDIATE")
         try:
             for change in batch:
                 if type(change) is tuple:
                     runs.add_block(change)
+                    size += change[3]
                     continue
 
                 # A command merged away before it was written is not written.
@@ -365,7 +369,7 @@ class Journal:
                 insert_runs(db, runs.take())
 
             db.execute("COMMIT")
-            self._checkpointer.committed()
+            self._checkpointer.committed(size)
         except BaseException:
             # SQLite may already have rolled back (a full disk does that).
             if db.conn.in_transaction:

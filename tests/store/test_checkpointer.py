@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import store.checkpointer
 import store.store
 from relay.protocol import encode_frame
 from store.repository import RoomRecord
@@ -21,6 +22,7 @@ SENDER = "127.0.0.1:5000"
 @pytest.fixture
 def small_wal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store.store, "WAL_LIMIT_BYTES", WAL_LIMIT)
+    monkeypatch.setattr(store.checkpointer, "STEP_BYTES", WAL_LIMIT)
 
 
 def open_store(tmp_path: Path) -> Store:
@@ -104,3 +106,27 @@ def test_a_closed_store_leaves_no_wal_and_keeps_every_command(
 
     assert not wal_exists
     assert count == last_seq
+
+
+def test_a_lone_small_change_reaches_the_database_file(tmp_path: Path) -> None:
+    """A quiet relay's changes are copied out of the WAL soon, not once 8 MiB of
+    commands have piled up: until then a power cut could lose them."""
+    opened = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    opened.save_room(
+        RoomRecord(
+            1, "lone-room-7f3a", "3.4.1", "1.0.0", False, True, True, True, {}, 0
+        )
+    )
+    opened.append(opened.allocate_seq(), 1, 140, encode_frame(140, b"small"))
+    assert opened.journal.flush(timeout=5)
+    deadline = time.monotonic() + 5
+    while b"lone-room-7f3a" not in opened.path.read_bytes():
+        if time.monotonic() > deadline:
+            break
+
+        time.sleep(0.02)
+
+    in_database_file = b"lone-room-7f3a" in opened.path.read_bytes()
+    opened.close(timeout=10)
+
+    assert in_database_file
