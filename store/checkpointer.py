@@ -38,8 +38,9 @@ class Checkpointer:
     Args:
         path: the database file, in WAL mode.
         wal_limit_bytes: WAL size past which the writer waits for the copy.
-        wait_seconds: longest such wait; a checkpoint that keeps failing (a full
-            disk) then lets the WAL grow rather than stop the store.
+        wait_seconds: longest such wait. While copies fail (a full disk) the
+            writer does not wait at all: the WAL grows rather than the store
+            stop, and the copy is retried every RETRY_SECONDS.
     """
 
     def __init__(self, path: Path, wal_limit_bytes: int, wait_seconds: float) -> None:
@@ -85,9 +86,12 @@ class Checkpointer:
         """Before a transaction: wait while the WAL is past its limit and the copy
         is behind the writer's commits (at most ``wait_seconds``)."""
         with self._condition:
+            # Waiting cannot help while copies fail (a full disk): the WAL then
+            # grows, as it does while a reader holds frames back.
             if (
                 self._wal_bytes <= self._wal_limit_bytes
                 or self._is_held_back
+                or self._is_failing
                 or not self._thread.is_alive()
             ):
                 return
@@ -98,6 +102,7 @@ class Checkpointer:
                 lambda: (
                     self._copied_commits == self._commits
                     or self._is_held_back
+                    or self._is_failing
                     or self._is_stopping
                 ),
                 timeout=self._wait_seconds,
@@ -125,9 +130,11 @@ class Checkpointer:
 
     def _copy_next(self, connection: sqlite3.Connection, page_size: int) -> bool:
         with self._condition:
+            # Held back or failing, the copy is tried again without a new commit:
+            # a quiet store would otherwise leave its last commits in the WAL.
             self._condition.wait_for(
                 lambda: self._commits > self._attempted_commits or self._is_stopping,
-                timeout=BLOCKED_RETRY_SECONDS if self._is_held_back else None,
+                timeout=self._retry_seconds(),
             )
             self._condition.wait_for(
                 lambda: (
@@ -149,8 +156,10 @@ class Checkpointer:
             ).fetchone()
         except sqlite3.Error as exc:
             self._report_failure(exc)
+            # A pause that commits do not cut short: each failed copy rewrites
+            # pages into the database file before it fails.
             with self._condition:
-                self._condition.wait(RETRY_SECONDS)
+                self._condition.wait_for(lambda: self._is_stopping, RETRY_SECONDS)
 
             return True
 
@@ -167,12 +176,24 @@ class Checkpointer:
 
         return True
 
+    def _retry_seconds(self) -> float | None:
+        if self._is_held_back:
+            return BLOCKED_RETRY_SECONDS
+
+        return RETRY_SECONDS if self._is_failing else None
+
     def _report_failure(self, exc: sqlite3.Error) -> None:
-        if not self._is_failing:
-            self._is_failing = True
+        with self._condition:
+            was_failing, self._is_failing = self._is_failing, True
+            # Lets a waiting writer go on at once.
+            self._condition.notify_all()
+
+        if not was_failing:
             log.error("store.checkpoint_failed", extra={"error": str(exc)})
 
     def _report_success(self) -> None:
-        if self._is_failing:
-            self._is_failing = False
+        with self._condition:
+            was_failing, self._is_failing = self._is_failing, False
+
+        if was_failing:
             log.warning("store.checkpoint_recovered")
