@@ -130,3 +130,34 @@ def test_a_lone_small_change_reaches_the_database_file(tmp_path: Path) -> None:
     opened.close(timeout=10)
 
     assert in_database_file
+
+
+def test_the_wal_file_shrinks_once_a_pinning_reader_is_done(
+    tmp_path: Path, small_wal: None
+) -> None:
+    """A reader that held frames back made the WAL grow; once SQLite starts it
+    over, the file is cut back rather than keep its largest size (disk space the
+    relay held until it stopped)."""
+    opened = open_store(tmp_path)
+    append_mib(opened, 1)
+    assert opened.journal.flush(timeout=10)
+    reader = sqlite3.connect(opened.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM commands").fetchone()
+    append_mib(opened, 24)
+    assert opened.journal.flush(timeout=10)
+    wal = opened.path.with_name(opened.path.name + "-wal")
+    pinned_size = file_size(wal)
+    reader.execute("COMMIT")
+    reader.close()
+    deadline = time.monotonic() + 10
+    while file_size(wal) >= 8 * MIB and time.monotonic() < deadline:
+        append_mib(opened, 1)
+        opened.journal.flush(timeout=10)
+        time.sleep(0.05)
+
+    released_size = file_size(wal)
+    opened.close(timeout=10)
+
+    assert pinned_size >= 24 * MIB
+    assert released_size < 8 * MIB
