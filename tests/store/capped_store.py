@@ -1,7 +1,7 @@
 """A real store in a child process whose file sizes the test can cap.
 
-``python -m tests.store.capped_store DATA_DIR WAL_LIMIT STEP_BYTES`` opens a
-store there and answers one JSON request per line on stdin with one JSON line on
+``python -m tests.store.capped_store DATA_DIR WAL_LIMIT STEP_BYTES STEP_SECONDS``
+opens a store there and answers one JSON request per line on stdin with one JSON line on
 stdout; its log goes to stderr. Capping sets the process's RLIMIT_FSIZE (Python
 ignores SIGXFSZ, so writes past it fail with EFBIG): the way a full disk looks to
 SQLite, without root and without touching the test's own process.
@@ -42,6 +42,10 @@ def append_mib(opened: Store, mib: int, marker: bytes) -> int:
 def answer(opened: Store, request: dict[str, Any]) -> dict[str, Any]:
     """Carry out one request and return its reply."""
     op = request["op"]
+    if op == "room":
+        opened.save_room(ROOM)
+        return {}
+
     if op == "append":
         marker = request["marker"].encode()
         return {"last_seq": append_mib(opened, request["mib"], marker)}
@@ -74,8 +78,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     store.store.WAL_LIMIT_BYTES = wal_limit
     store.checkpointer.STEP_BYTES = step_bytes
+    store.checkpointer.STEP_SECONDS = float(sys.argv[4])
     opened = Store.open(data_dir, StoreOptions(flush_interval=0.01))
-    opened.save_room(ROOM)
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.write(json.dumps(answer(opened, request)) + "\n")

@@ -594,9 +594,9 @@ async def test_crash_during_appends_keeps_a_prefix(
 
 
 BIG_COMMAND_BYTES = 64 * 1024
-# Bytes committed before each kill: before the first copy, within a step of
-# the checkpointer, and past the WAL limit (where the writer waits for the copy
-# and SQLite starts the WAL over); each kill also waits a random moment more.
+# MiB committed before each kill: within the checkpointer's first steps of
+# 8 MiB, and past its 32 MiB WAL limit (where the writer waits for the copy and
+# SQLite starts the WAL over); each kill also waits a random moment more.
 KILL_AFTER_MIB = (1, 9, 20, 36, 45)
 
 

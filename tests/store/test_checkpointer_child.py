@@ -1,5 +1,6 @@
-"""A checkpoint that fails, in a real store in a child process whose files are
-capped with RLIMIT_FSIZE: the database file cannot grow, the WAL still can."""
+"""The checkpointer of a real store in a child process: copies that fail because
+its files are capped with RLIMIT_FSIZE (the database file cannot grow, the WAL
+still can), and a WAL that a killed store left behind."""
 
 import contextlib
 import json
@@ -25,11 +26,13 @@ REPLY_TIMEOUT = 60.0
 class CappedStore:
     """The child process of tests/store/capped_store.py, driven line by line."""
 
-    def __init__(self, data_dir: Path, wal_limit: int, step_bytes: int) -> None:
+    def __init__(
+        self, data_dir: Path, wal_limit: int, step_bytes: int, step_seconds: float
+    ) -> None:
         self.data_dir = data_dir
-        self.err_path = data_dir.parent / "capped-store.err"
+        self.err_path = data_dir.parent / f"capped-store-{os.urandom(4).hex()}.err"
         self._err = open(self.err_path, "wb")  # closed in stop()
-        arguments = [str(data_dir), str(wal_limit), str(step_bytes)]
+        arguments = [str(data_dir), str(wal_limit), str(step_bytes), str(step_seconds)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.store.capped_store", *arguments],
             cwd=ROOT,
@@ -63,12 +66,17 @@ class CappedStore:
         self._err.close()
 
 
+StartStore = Callable[..., CappedStore]
+
+
 @pytest.fixture
-def capped_store(tmp_path: Path) -> Iterator[Callable[[int, int], CappedStore]]:
+def capped_store(tmp_path: Path) -> Iterator[StartStore]:
     started: list[CappedStore] = []
 
-    def start(wal_limit: int, step_bytes: int) -> CappedStore:
-        child = CappedStore(tmp_path / "data", wal_limit, step_bytes)
+    def start(
+        wal_limit: int, step_bytes: int, step_seconds: float = 0.2
+    ) -> CappedStore:
+        child = CappedStore(tmp_path / "data", wal_limit, step_bytes, step_seconds)
         started.append(child)
         return child
 
@@ -109,12 +117,13 @@ def stored_count(data_dir: Path) -> int:
 
 
 def test_a_failed_copy_is_retried_while_the_store_is_quiet(
-    capped_store: Callable[[int, int], CappedStore],
+    capped_store: StartStore,
 ) -> None:
     """A copy that failed for want of space is tried again once there is room,
     though nothing new is committed: until then the commands are only in the
     WAL, unsynced, and the WAL cannot start over."""
     child = capped_store(32 * MIB, 8 * MIB)
+    child.request("room")
     fill_then_cap(child, 8)
     last_seq = child.request("append", mib=2, marker="quiet-9d2c")["last_seq"]
     assert child.request("flush", timeout=30)["flushed"]
@@ -135,12 +144,13 @@ def test_a_failed_copy_is_retried_while_the_store_is_quiet(
 
 
 def test_a_failing_copy_does_not_hold_the_writer_back(
-    capped_store: Callable[[int, int], CappedStore],
+    capped_store: StartStore,
 ) -> None:
     """Past the WAL limit with every copy failing, the writer goes on appending
     to the WAL (the documented fallback) instead of waiting out the checkpoint
     wait before each transaction: 2 s per 2 MiB held a relay to 1 MiB/s."""
     child = capped_store(MIB, MIB)
+    child.request("room")
     fill_then_cap(child, 24)
     last_seq = child.request("append", mib=16, marker="past-limit")["last_seq"]
     # Eight transactions: with a 2 s wait before each this took 14 s or more;
@@ -155,3 +165,27 @@ def test_a_failing_copy_does_not_hold_the_writer_back(
     assert child.logged("store.checkpoint_failed") == 1
     assert is_flushed
     assert stored_count(child.data_dir) == last_seq
+
+
+def test_a_wal_left_by_a_killed_store_is_copied_by_a_quiet_one(
+    capped_store: StartStore,
+) -> None:
+    """A store killed before its copy ran leaves commands in the WAL only; the
+    next one copies them soon though it writes nothing (they stayed unsynced
+    until its first commit, and the WAL could not start over)."""
+    killed = capped_store(32 * MIB, 8 * MIB, 600)
+    killed.request("room")
+    last_seq = killed.request("append", mib=2, marker="left-4e1b")["last_seq"]
+    assert killed.request("flush", timeout=30)["flushed"]
+    killed.stop()
+    database = killed.data_dir / DATABASE_NAME
+    was_in_database_file = b"left-4e1b" in database.read_bytes()
+    quiet = capped_store(32 * MIB, 8 * MIB)
+    is_copied = wait_until(lambda: b"left-4e1b" in database.read_bytes(), 10)
+    is_flushed = quiet.request("close", timeout=10)["flushed"]
+    quiet.stop()
+
+    assert not was_in_database_file
+    assert is_copied
+    assert is_flushed
+    assert stored_count(killed.data_dir) == last_seq
