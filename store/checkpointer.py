@@ -30,6 +30,9 @@ BLOCKED_RETRY_SECONDS = 0.05
 # a writer waiting for room: each copy costs two syncs.
 STEP_BYTES = 8 * 1024 * 1024
 STEP_SECONDS = 0.2
+# A WAL held back past this many times its limit is logged: it grows with
+# every command until the reader is done.
+HELD_BACK_WARNING_FACTOR = 4
 
 
 class Checkpointer:
@@ -38,8 +41,9 @@ class Checkpointer:
     Args:
         path: the database file, in WAL mode.
         wal_limit_bytes: WAL size past which the writer waits for the copy.
-        wait_seconds: longest such wait; a checkpoint that keeps failing (a full
-            disk) then lets the WAL grow rather than stop the store.
+        wait_seconds: longest such wait. While copies fail (a full disk) the
+            writer does not wait at all: the WAL grows rather than the store
+            stop, and the copy is retried about once a second.
     """
 
     def __init__(self, path: Path, wal_limit_bytes: int, wait_seconds: float) -> None:
@@ -59,6 +63,7 @@ class Checkpointer:
         self._is_held_back = False
         self._is_stopping = False
         self._is_failing = False
+        self._is_held_back_reported = False
         self._thread = threading.Thread(
             target=self._run, name="store-checkpoint", daemon=True
         )
@@ -84,10 +89,16 @@ class Checkpointer:
     def make_room(self) -> None:
         """Before a transaction: wait while the WAL is past its limit and the copy
         is behind the writer's commits (at most ``wait_seconds``)."""
+        # Known limit: the WAL size is the one the last copy saw, so a fast writer
+        # passes the limit by what it commits meanwhile (57-61 MiB of WAL file
+        # measured at a 32 MiB limit on a shared 2-core machine).
         with self._condition:
+            # Waiting cannot help while copies fail (a full disk): the WAL then
+            # grows, as it does while a reader holds frames back.
             if (
                 self._wal_bytes <= self._wal_limit_bytes
                 or self._is_held_back
+                or self._is_failing
                 or not self._thread.is_alive()
             ):
                 return
@@ -98,6 +109,7 @@ class Checkpointer:
                 lambda: (
                     self._copied_commits == self._commits
                     or self._is_held_back
+                    or self._is_failing
                     or self._is_stopping
                 ),
                 timeout=self._wait_seconds,
@@ -114,10 +126,15 @@ class Checkpointer:
             self._thread.join()
 
     def _run(self) -> None:
+        # Known limit: a connection that cannot be opened here ends the thread
+        # with a traceback and no store event; the WAL then grows unchecked.
         connection = sqlite3.connect(self._path, isolation_level=None, timeout=10)
         try:
             connection.execute("PRAGMA synchronous = NORMAL")
             page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            # A WAL that a killed relay left behind is copied now: a quiet
+            # relay would otherwise keep it, unsynced, until its first commit.
+            self._copy(connection, page_size, commits=0)
             while self._copy_next(connection, page_size):
                 pass
         finally:
@@ -125,9 +142,11 @@ class Checkpointer:
 
     def _copy_next(self, connection: sqlite3.Connection, page_size: int) -> bool:
         with self._condition:
+            # Held back or failing, the copy is tried again without a new commit:
+            # a quiet store would otherwise leave its last commits in the WAL.
             self._condition.wait_for(
                 lambda: self._commits > self._attempted_commits or self._is_stopping,
-                timeout=BLOCKED_RETRY_SECONDS if self._is_held_back else None,
+                timeout=self._retry_seconds(),
             )
             self._condition.wait_for(
                 lambda: (
@@ -143,16 +162,25 @@ class Checkpointer:
             commits = self._attempted_commits = self._commits
             self._attempted_bytes = self._committed_bytes
 
+        self._copy(connection, page_size, commits)
+        return True
+
+    def _copy(
+        self, connection: sqlite3.Connection, page_size: int, commits: int
+    ) -> None:
+        """Copy what the WAL holds; ``commits`` were committed before it began."""
         try:
             busy, wal_frames, copied_frames = connection.execute(
                 "PRAGMA wal_checkpoint(PASSIVE)"
             ).fetchone()
         except sqlite3.Error as exc:
             self._report_failure(exc)
+            # A pause that commits do not cut short: each failed copy rewrites
+            # pages into the database file before it fails.
             with self._condition:
-                self._condition.wait(RETRY_SECONDS)
+                self._condition.wait_for(lambda: self._is_stopping, RETRY_SECONDS)
 
-            return True
+            return
 
         self._report_success()
         with self._condition:
@@ -165,14 +193,36 @@ class Checkpointer:
 
             self._condition.notify_all()
 
-        return True
+        self._report_held_back()
+
+    def _retry_seconds(self) -> float | None:
+        if self._is_held_back:
+            return BLOCKED_RETRY_SECONDS
+
+        return RETRY_SECONDS if self._is_failing else None
+
+    def _report_held_back(self) -> None:
+        wal_bytes = self._wal_bytes
+        if self._is_held_back and not self._is_held_back_reported:
+            if wal_bytes > HELD_BACK_WARNING_FACTOR * self._wal_limit_bytes:
+                self._is_held_back_reported = True
+                log.warning("store.wal_held_back", extra={"wal_bytes": wal_bytes})
+        elif not self._is_held_back and self._is_held_back_reported:
+            self._is_held_back_reported = False
+            log.info("store.wal_caught_up", extra={"wal_bytes": wal_bytes})
 
     def _report_failure(self, exc: sqlite3.Error) -> None:
-        if not self._is_failing:
-            self._is_failing = True
+        with self._condition:
+            was_failing, self._is_failing = self._is_failing, True
+            # Lets a waiting writer go on at once.
+            self._condition.notify_all()
+
+        if not was_failing:
             log.error("store.checkpoint_failed", extra={"error": str(exc)})
 
     def _report_success(self) -> None:
-        if self._is_failing:
-            self._is_failing = False
+        with self._condition:
+            was_failing, self._is_failing = self._is_failing, False
+
+        if was_failing:
             log.warning("store.checkpoint_recovered")

@@ -57,6 +57,9 @@ LOCK_NAME = "relay.lock"
 # the copy to catch up, and SQLite then starts the WAL over.
 WAL_LIMIT_BYTES = 32 * 1024 * 1024
 CHECKPOINT_WAIT_SECONDS = 2.0
+# The WAL file is cut down to this many times WAL_LIMIT_BYTES when it starts
+# over; in steady use it stays below, so it is not cut and grown again each time.
+WAL_FILE_LIMIT_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,13 @@ class Store:
             lock.close()
             raise
 
-        # The writer leaves checkpoints to the checkpointer's thread.
+        # The writer leaves checkpoints to the checkpointer's thread. A WAL that
+        # grew while a reader held frames back is cut down when SQLite starts it
+        # over: otherwise the file kept its largest size until the relay stopped.
         writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute(
+            f"PRAGMA journal_size_limit = {WAL_FILE_LIMIT_FACTOR * WAL_LIMIT_BYTES}"
+        )
         checkpointer = Checkpointer(path, WAL_LIMIT_BYTES, CHECKPOINT_WAIT_SECONDS)
         journal = Journal(
             writer, options.flush_interval, options.batch_size, checkpointer

@@ -2,6 +2,7 @@
 snapshot does not stop the writer, and a closed store leaves no WAL behind."""
 
 import contextlib
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -63,10 +64,12 @@ def test_the_wal_stays_bounded_under_a_stream_of_appends(
 
 
 def test_a_reader_holding_a_snapshot_does_not_stop_the_writer(
-    tmp_path: Path, small_wal: None
+    tmp_path: Path, small_wal: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """While a reader pins old frames the writer goes on (the WAL grows), and once
-    the reader is done the checkpointer copies everything into the database."""
+    """While a reader pins old frames the writer goes on (the WAL grows, which is
+    logged once), and once the reader is done the checkpointer copies everything
+    into the database."""
+    caplog.set_level(logging.INFO)
     opened = open_store(tmp_path)
     append_mib(opened, 1)
     assert opened.journal.flush(timeout=10)
@@ -86,10 +89,13 @@ def test_a_reader_holding_a_snapshot_does_not_stop_the_writer(
 
     database_size = file_size(opened.path)
     opened.close(timeout=10)
+    events = [record.getMessage() for record in caplog.records]
 
     assert is_flushed_while_pinned
     assert is_flushed
     assert database_size >= 26 * MIB
+    assert events.count("store.wal_held_back") == 1
+    assert events.count("store.wal_caught_up") == 1
 
 
 def test_a_closed_store_leaves_no_wal_and_keeps_every_command(
@@ -130,3 +136,34 @@ def test_a_lone_small_change_reaches_the_database_file(tmp_path: Path) -> None:
     opened.close(timeout=10)
 
     assert in_database_file
+
+
+def test_the_wal_file_shrinks_once_a_pinning_reader_is_done(
+    tmp_path: Path, small_wal: None
+) -> None:
+    """A reader that held frames back made the WAL grow; once SQLite starts it
+    over, the file is cut back rather than keep its largest size (disk space the
+    relay held until it stopped)."""
+    opened = open_store(tmp_path)
+    append_mib(opened, 1)
+    assert opened.journal.flush(timeout=10)
+    reader = sqlite3.connect(opened.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM commands").fetchone()
+    append_mib(opened, 24)
+    assert opened.journal.flush(timeout=10)
+    wal = opened.path.with_name(opened.path.name + "-wal")
+    pinned_size = file_size(wal)
+    reader.execute("COMMIT")
+    reader.close()
+    deadline = time.monotonic() + 10
+    while file_size(wal) >= 8 * MIB and time.monotonic() < deadline:
+        append_mib(opened, 1)
+        opened.journal.flush(timeout=10)
+        time.sleep(0.05)
+
+    released_size = file_size(wal)
+    opened.close(timeout=10)
+
+    assert pinned_size >= 24 * MIB
+    assert released_size < 8 * MIB

@@ -10,6 +10,7 @@ import json
 import logging
 import mmap
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -590,6 +591,97 @@ async def test_crash_during_appends_keeps_a_prefix(
     assert history == expected
     assert [wire for *_, wire in rows] == history
     assert [seq for seq, *_ in rows] == sorted({seq for seq, *_ in rows})
+
+
+BIG_COMMAND_BYTES = 64 * 1024
+# MiB committed before each kill: within the checkpointer's first steps of
+# 8 MiB, and past its 32 MiB WAL limit (where the writer waits for the copy and
+# SQLite starts the WAL over); each kill also waits a random moment more.
+KILL_AFTER_MIB = (1, 9, 20, 36, 45)
+
+
+def crash_command(cycle: int, i: int) -> bytes:
+    """The i-th 64 KiB command of the stream of relay number ``cycle``."""
+    head = bytes([cycle]) + i.to_bytes(4, "little")
+    return room_command(140, head * (BIG_COMMAND_BYTES // len(head)))
+
+
+def stream_big(port: int, room: str, cycle: int) -> None:
+    """Join ``room`` and stream big commands until the relay goes away."""
+    deadline = time.monotonic() + STREAM_SECONDS
+    with socket.create_connection(("127.0.0.1", port), timeout=STREAM_SECONDS) as sock:
+        try:
+            sock.sendall(encode_frame(MessageType.JOIN_ROOM, join_payload(room)))
+            for start in range(0, STREAM_LIMIT, 16):
+                sock.sendall(
+                    b"".join(crash_command(cycle, i) for i in range(start, start + 16))
+                )
+                if time.monotonic() > deadline:
+                    return
+        except OSError:
+            return
+
+
+def has_stored(data_dir: Path, count: int) -> bool:
+    return count_stored(data_dir) >= count
+
+
+def room_histories(data_dir: Path) -> dict[int, list[bytes]]:
+    """Every room's stored commands, in seq order."""
+    histories: dict[int, list[bytes]] = {}
+    for _seq, room_id, _kind, wire in stored_commands(data_dir):
+        histories.setdefault(room_id, []).append(wire)
+
+    return histories
+
+
+@pytest.mark.slow
+async def test_kills_during_big_appends_keep_every_committed_prefix(
+    relay_process: StartRelay, data_dir: Path
+) -> None:
+    """SIGKILL, again and again on one data folder, while 64 KiB commands stream in
+    (during the checkpointer's copies and WAL restarts): each time the database
+    opens intact, every room's history is a prefix of its stream with at least
+    what was committed before the kill, and earlier rooms are untouched."""
+    moments = random.Random(5)
+    kept: dict[int, list[bytes]] = {}
+    integrity: list[str] = []
+    for cycle, kill_after_mib in enumerate(KILL_AFTER_MIB):
+        relay = relay_process(data_dir)
+        port = await relay.start()
+        creator = await connected(port)
+        await creator.create_room(f"crash-{cycle}")
+        await keep_open(creator, f"crash-{cycle}")
+        await creator.sync()
+        await creator.aclose()
+        before = count_stored(data_dir)
+        kill_after = before + kill_after_mib * MIB // BIG_COMMAND_BYTES
+        sender = threading.Thread(
+            target=stream_big, args=(port, f"crash-{cycle}", cycle)
+        )
+        sender.start()
+        try:
+            await wait_until(partial(has_stored, data_dir, kill_after), 30)
+            await anyio.sleep(moments.uniform(0, 0.3))
+            committed_before_kill = count_stored(data_dir) - before
+            await relay.stop(signal.SIGKILL)
+        finally:
+            await anyio.to_thread.run_sync(partial(sender.join, timeout=30))
+
+        with closing(sqlite3.connect(data_dir / DATABASE_NAME)) as db:
+            integrity.append(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+        histories = room_histories(data_dir)
+        new_rooms = [room_id for room_id in histories if room_id not in kept]
+        assert len(new_rooms) == 1, histories.keys()
+        history = histories[new_rooms[0]]
+        expected = [crash_command(cycle, i) for i in range(len(history))]
+        assert history == expected, f"cycle {cycle}: not a prefix of the stream"
+        assert len(history) >= committed_before_kill, f"cycle {cycle}: lost"
+        assert {room_id: histories[room_id] for room_id in kept} == kept
+        kept[new_rooms[0]] = history
+
+    assert integrity == ["ok"] * len(KILL_AFTER_MIB)
 
 
 # 5. Full disk -------------------------------------------------------------------
