@@ -212,6 +212,8 @@ class Checkpointer:
             log.info("store.wal_caught_up", extra={"wal_bytes": wal_bytes})
 
     def _report_failure(self, exc: sqlite3.Error) -> None:
+        # Known limit: the store's degraded status (console, metrics) does not
+        # count a failing copy; only this event and the growing WAL show it.
         with self._condition:
             was_failing, self._is_failing = self._is_failing, True
             # Lets a waiting writer go on at once.
