@@ -48,6 +48,24 @@ def file_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def wal_path(opened: Store) -> Path:
+    return opened.path.with_name(opened.path.name + "-wal")
+
+
+def pin_frames(opened: Store) -> sqlite3.Connection:
+    """A reader whose open transaction keeps the checkpointer from copying the
+    frames committed after it began; :func:`release` lets them go."""
+    reader = sqlite3.connect(opened.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM commands").fetchone()
+    return reader
+
+
+def release(reader: sqlite3.Connection) -> None:
+    reader.execute("COMMIT")
+    reader.close()
+
+
 def test_the_wal_stays_bounded_under_a_stream_of_appends(
     tmp_path: Path, small_wal: None
 ) -> None:
@@ -56,7 +74,7 @@ def test_the_wal_stays_bounded_under_a_stream_of_appends(
     opened = open_store(tmp_path)
     append_mib(opened, 48)
     is_flushed = opened.journal.flush(timeout=30)
-    wal_size = file_size(opened.path.with_name(opened.path.name + "-wal"))
+    wal_size = file_size(wal_path(opened))
     opened.close(timeout=10)
 
     assert is_flushed
@@ -73,14 +91,11 @@ def test_a_reader_holding_a_snapshot_does_not_stop_the_writer(
     opened = open_store(tmp_path)
     append_mib(opened, 1)
     assert opened.journal.flush(timeout=10)
-    reader = sqlite3.connect(opened.path, isolation_level=None)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM commands").fetchone()
+    reader = pin_frames(opened)
 
     append_mib(opened, 24)
     is_flushed_while_pinned = opened.journal.flush(timeout=10)
-    reader.execute("COMMIT")
-    reader.close()
+    release(reader)
     append_mib(opened, 1)
     is_flushed = opened.journal.flush(timeout=10)
     deadline = time.monotonic() + 10
@@ -106,7 +121,7 @@ def test_a_closed_store_leaves_no_wal_and_keeps_every_command(
     last_seq = opened.allocate_seq() - 1
     assert opened.close(timeout=10)
 
-    wal_exists = opened.path.with_name(opened.path.name + "-wal").exists()
+    wal_exists = wal_path(opened).exists()
     with contextlib.closing(sqlite3.connect(opened.path)) as db:
         (count,) = db.execute("SELECT sum(count) FROM commands").fetchone()
 
@@ -147,15 +162,12 @@ def test_the_wal_file_shrinks_once_a_pinning_reader_is_done(
     opened = open_store(tmp_path)
     append_mib(opened, 1)
     assert opened.journal.flush(timeout=10)
-    reader = sqlite3.connect(opened.path, isolation_level=None)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM commands").fetchone()
+    reader = pin_frames(opened)
     append_mib(opened, 24)
     assert opened.journal.flush(timeout=10)
-    wal = opened.path.with_name(opened.path.name + "-wal")
+    wal = wal_path(opened)
     pinned_size = file_size(wal)
-    reader.execute("COMMIT")
-    reader.close()
+    release(reader)
     deadline = time.monotonic() + 10
     while file_size(wal) >= 8 * MIB and time.monotonic() < deadline:
         append_mib(opened, 1)
