@@ -122,6 +122,8 @@ class Checkpointer:
             self._is_stopping = True
             self._condition.notify_all()
 
+        # Known limit: this waits for a copy in progress without a timeout, so a
+        # disk that stops answering stops the relay's shutdown with it.
         if self._thread.is_alive():
             self._thread.join()
 
