@@ -69,7 +69,7 @@ class Checkpointer:
         )
 
     def start(self) -> None:
-        """Open the connection and start the thread."""
+        """Start the thread, which opens its own connection."""
         self._thread.start()
 
     def committed(self, size: int) -> None:

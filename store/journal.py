@@ -47,7 +47,7 @@ TRANSACTION_BYTES = 2 * 1024 * 1024
 # Known limit: every stored MB costs this thread and the checkpointer's about
 # 2.2-2.6 ms of CPU together, mostly in the kernel (each page written to the WAL,
 # copied into the database file and synced twice), so on 2 cores a relay
-# streaming 4 KiB commands to one or a few receivers forwards up to a fifth
+# streaming 4 KiB commands to one or a few receivers forwards up to a quarter
 # fewer of them than without a store (benchmarks/journal_bench.py and
 # store_bench.py measure both).
 

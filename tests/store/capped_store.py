@@ -25,9 +25,10 @@ SENDER = "127.0.0.1:5000"
 ROOM = RoomRecord(1, "capped", "3.4.1", "1.0.0", False, True, True, True, {}, 0.0)
 
 
-def append_mib(opened: Store, mib: int, marker: bytes) -> int:
-    """Append ``mib`` MiB of 4 KiB commands, the last one carrying ``marker``;
-    return the last sequence number."""
+def append_mib(opened: Store, mib: int, marker: bytes = b"end") -> int:
+    """Append ``mib`` MiB of 4 KiB commands in reads of 128 KiB, as fast as the
+    store takes them, the last one carrying ``marker``; return the last sequence
+    number."""
     wires = [encode_frame(140, bytes([index]) * 4096) for index in range(32)]
     last_read = [*wires[:-1], encode_frame(140, marker * (4096 // len(marker)))]
     for read in range(mib * 8):

@@ -14,10 +14,10 @@ import store.store
 from relay.protocol import encode_frame
 from store.repository import RoomRecord
 from store.store import Store, StoreOptions
+from tests.store.capped_store import append_mib
 
 MIB = 1024 * 1024
 WAL_LIMIT = MIB
-SENDER = "127.0.0.1:5000"
 
 
 @pytest.fixture
@@ -32,16 +32,6 @@ def open_store(tmp_path: Path) -> Store:
         RoomRecord(1, "stream", "3.4.1", "1.0.0", False, True, True, True, {}, 0.0)
     )
     return opened
-
-
-def append_mib(opened: Store, mib: int) -> None:
-    """Append ``mib`` MiB of 4 KiB commands in reads of 128 KiB, as fast as the
-    store takes them."""
-    wires = [encode_frame(140, bytes([index]) * 4096) for index in range(32)]
-    for _ in range(mib * 8):
-        first = opened.allocate_seqs(len(wires))
-        block_size = sum(map(len, wires))
-        opened.append_block(first, 1, 140, block_size, wires, SENDER, time.time())
 
 
 def file_size(path: Path) -> int:
