@@ -64,12 +64,34 @@ class Checkpointer:
         self._is_stopping = False
         self._is_failing = False
         self._is_held_back_reported = False
-        self._thread = threading.Thread(
-            target=self._run, name="store-checkpoint", daemon=True
-        )
+        # Made by start(), which hands it the connection it opened.
+        self._thread = threading.Thread()
 
     def start(self) -> None:
-        """Start the thread, which opens its own connection."""
+        """Open the connection, then start the thread that uses it.
+
+        Opened here rather than on the thread, so that the store's files are all
+        open once the store is: a test counting the relay's file descriptors saw
+        one more appear after it had started.
+        """
+        # Known limit: a connection that cannot be opened raises sqlite3.Error
+        # out of Store.open rather than a StoreError.
+        connection = sqlite3.connect(
+            self._path, isolation_level=None, timeout=10, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")
+            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        except BaseException:
+            connection.close()
+            raise
+
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(connection, page_size),
+            name="store-checkpoint",
+            daemon=True,
+        )
         self._thread.start()
 
     def committed(self, size: int) -> None:
@@ -127,13 +149,8 @@ class Checkpointer:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _run(self) -> None:
-        # Known limit: a connection that cannot be opened here ends the thread
-        # with a traceback and no store event; the WAL then grows unchecked.
-        connection = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+    def _run(self, connection: sqlite3.Connection, page_size: int) -> None:
         try:
-            connection.execute("PRAGMA synchronous = NORMAL")
-            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
             # A WAL that a killed relay left behind is copied now: a quiet
             # relay would otherwise keep it, unsynced, until its first commit.
             self._copy(connection, page_size, commits=0)
