@@ -40,7 +40,7 @@ from relay.protocol import (
     encode_string,
 )
 from relay.server import RelayServer
-from tests.mixer_client import NOISE, MixerClient, join_payload
+from tests.mixer_client import MixerClient, join_payload
 
 Connect = Callable[[], Awaitable[MixerClient]]
 
@@ -56,8 +56,6 @@ WAIT = 10.0
 PROJECT = Path(__file__).resolve().parents[2]
 
 SEND_ERROR = MessageType.SEND_ERROR
-
-BROADCASTS = NOISE | {MessageType.CLIENT_DISCONNECTED}
 
 
 @pytest.fixture(autouse=True)
@@ -283,7 +281,7 @@ def parse_json(frame: Frame) -> dict[str, Any]:
 
 async def expect(client: MixerClient, kind: int) -> Frame:
     """The next frame that is not a broadcast about other clients or rooms."""
-    return await client.expect(kind, skip=BROADCASTS, timeout=WAIT)
+    return await client.expect(kind, timeout=WAIT)
 
 
 async def collect_room_frames(client: MixerClient, count: int) -> list[Frame]:
