@@ -73,9 +73,11 @@ class Checkpointer:
         Opened here rather than on the thread, so that the store's files are all
         open once the store is: a test counting the relay's file descriptors saw
         one more appear after it had started.
+
+        Raises:
+            sqlite3.Error: the connection cannot be opened (Store.open turns it
+                into one of the store's errors).
         """
-        # Known limit: a connection that cannot be opened raises sqlite3.Error
-        # out of Store.open rather than a StoreError.
         connection = sqlite3.connect(
             self._path, isolation_level=None, timeout=10, check_same_thread=False
         )

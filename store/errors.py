@@ -15,6 +15,11 @@ class NewerSchema(StoreError):
     this version cannot read; the file is left untouched."""
 
 
+class Unopenable(StoreError):
+    """Raised when SQLite cannot open or write the database file or the files
+    beside it (a folder in its place, a full disk, no permission)."""
+
+
 class StoreLocked(StoreError):
     """Raised when another process (a running relay) holds the data directory."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from store.errors import NewerSchema, NotOurDatabase
+from store.errors import NewerSchema, NotOurDatabase, StoreError, Unopenable
 
 APPLICATION_ID = 0x4D584352  # "MXCR"
 SCHEMA_VERSION = 6
@@ -185,11 +185,17 @@ def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
     Raises:
         NotOurDatabase: the file is not SQLite, or belongs to another program.
         NewerSchema: the file was written by a newer version.
+        Unopenable: SQLite cannot open or write the file (a folder in its
+            place, a full disk).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=10
-    )
+    try:
+        connection = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=10
+        )
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from exc
+
     try:
         db = sqlite_utils.Database(connection)
         _check_identity(db, path)
@@ -211,16 +217,28 @@ def open_database(path: Path, cache_bytes: int) -> sqlite_utils.Database:
         # nothing committed, and the file is never left unreadable.
         db.execute("PRAGMA synchronous = NORMAL")
         _migrate(db)
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
         connection.close()
-        raise NotOurDatabase(
-            f"{path} is not a readable SQLite database: {exc}"
-        ) from exc
+        raise database_error(path, exc) from exc
     except Exception:
         connection.close()
         raise
 
     return db
+
+
+def database_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The store's error for SQLite's ``exc`` about the database at ``path``: a
+    file that is not a database, or one that cannot be opened or written."""
+    # Only errors from SQLite itself carry a code; the low byte is its kind.
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _NOT_A_DATABASE_CODES:
+        return NotOurDatabase(f"{path} is not a readable SQLite database: {exc}")
+
+    return Unopenable(f"{path} cannot be opened: {exc}")
+
+
+_NOT_A_DATABASE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -46,7 +46,7 @@ from store.repository import (
     summarize_history,
 )
 from store.roomfile import write_room_file
-from store.schema import open_database
+from store.schema import database_error, open_database
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,36 @@ class Store:
         Raises:
             StoreLocked: another process holds the data directory.
             NotOurDatabase, NewerSchema: the file cannot be used; it is untouched.
+            Unopenable: SQLite cannot open or write the file (a full disk).
         """
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_directory(data_dir)
+        path = data_dir / DATABASE_NAME
+        writer = reader = None
         try:
-            path = data_dir / DATABASE_NAME
             writer = open_database(path, options.cache_bytes)
             reader = open_database(path, options.cache_bytes)
-        except BaseException:
+            return cls._start(data_dir, lock, writer, reader, options)
+        except BaseException as exc:
+            for db in (writer, reader):
+                if db is not None:
+                    db.conn.close()
+
             lock.close()
+            if isinstance(exc, sqlite3.Error):
+                raise database_error(path, exc) from exc
+
             raise
 
+    @classmethod
+    def _start(
+        cls,
+        data_dir: Path,
+        lock: IO[bytes],
+        writer: sqlite_utils.Database,
+        reader: sqlite_utils.Database,
+        options: StoreOptions,
+    ) -> "Store":
         # The writer leaves checkpoints to the checkpointer's thread. A WAL that
         # grew while a reader held frames back is cut down when SQLite starts it
         # over: otherwise the file kept its largest size until the relay stopped.
@@ -120,6 +139,7 @@ class Store:
         writer.execute(
             f"PRAGMA journal_size_limit = {WAL_FILE_LIMIT_FACTOR * WAL_LIMIT_BYTES}"
         )
+        path = data_dir / DATABASE_NAME
         checkpointer = Checkpointer(path, WAL_LIMIT_BYTES, CHECKPOINT_WAIT_SECONDS)
         journal = Journal(
             writer, options.flush_interval, options.batch_size, checkpointer

@@ -187,6 +187,74 @@ def test_schema_newer_message_says_what_to_do(tmp_path: Path) -> None:
     assert "upgrade" in result.stderr
 
 
+def make_database_a_folder(data_dir: Path) -> None:
+    (data_dir / DATABASE_NAME).mkdir()
+
+
+def make_wal_a_folder(data_dir: Path) -> None:
+    (data_dir / f"{DATABASE_NAME}-wal").mkdir()
+
+
+@pytest.mark.parametrize(
+    ("arrange", "words"),
+    [
+        (make_database_a_folder, "unable to open database file"),
+        (make_wal_a_folder, "disk I/O error"),
+    ],
+)
+def test_schema_database_that_cannot_be_opened_is_refused(
+    tmp_path: Path, arrange: Callable[[Path], None], words: str
+) -> None:
+    """A database file (or its WAL) that SQLite cannot open stops the relay with
+    status 4 and a message naming the file and SQLite's reason, without calling
+    the file another program's."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    arrange(data_dir)
+
+    result = run_relay(data_dir)
+
+    assert result.returncode == EXIT_STORE
+    assert f"{data_dir / DATABASE_NAME} cannot be opened" in result.stderr
+    assert words in result.stderr
+    assert "another program" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "relay.started" not in result.stdout
+
+
+def test_schema_full_disk_at_creation_is_refused(tmp_path: Path) -> None:
+    """A new database on a disk with no room for it (a file size cap of 2 KiB:
+    the lock file fits, SQLite's first pages do not) stops the relay with status
+    4 and SQLite's reason."""
+    data_dir = tmp_path / "data"
+    command = [
+        sys.executable,
+        "-c",
+        "import resource, signal, sys;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048));"
+        "from mixer_console.cli import main;"
+        "sys.exit(main(sys.argv[1:]))",
+        *RELAY_COMMAND[3:],
+    ]
+
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(data_dir), "MIXER_LOG_FORMAT": "json"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert result.returncode == EXIT_STORE
+    assert f"{data_dir / DATABASE_NAME} cannot be opened" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "relay.started" not in result.stdout
+
+
 def test_schema_fresh_directory_gets_our_identity(
     tmp_path: Path, relays: Callable[[Path], tuple[int, dict[str, object]]]
 ) -> None:
@@ -296,3 +364,51 @@ def test_schema_new_file_gets_large_pages_old_file_keeps_its_own(
         (PAGE_SIZE, CHECKPOINT_BYTES // PAGE_SIZE),
         (4096, CHECKPOINT_BYTES // 4096),
     ]
+
+
+OPEN_UNDER_FD_LIMITS = """
+import json, os, resource, sys
+from pathlib import Path
+from store.errors import StoreError
+from store.store import Store, StoreOptions
+
+root = Path(sys.argv[1])
+Store.open(root / "warm", StoreOptions()).close(timeout=5)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+base = len(os.listdir("/proc/self/fd"))
+outcomes = []
+for extra in range(24):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (base + extra, hard))
+    try:
+        store = Store.open(root / str(extra), StoreOptions())
+    except (StoreError, OSError) as exc:
+        outcomes.append([type(exc).__name__, len(os.listdir("/proc/self/fd"))])
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        store.close(timeout=5)
+        outcomes.append(["opened", len(os.listdir("/proc/self/fd"))])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(json.dumps({"base": base, "outcomes": outcomes}))
+"""
+
+
+def test_store_open_out_of_file_descriptors_is_a_store_error(tmp_path: Path) -> None:
+    """Opening the store with one more file descriptor allowed each time (a
+    child process under RLIMIT_NOFILE) fails with the store's own error or the
+    lock file's OSError until it succeeds, never with sqlite3's, and leaves no
+    descriptor open behind a failure."""
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_UNDER_FD_LIMITS, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    kinds = [kind for kind, _ in report["outcomes"]]
+    assert "Unopenable" in kinds
+    assert kinds[-1] == "opened"
+    assert all(count == report["base"] for _, count in report["outcomes"])
