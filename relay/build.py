@@ -111,4 +111,4 @@ def _store_problem(store: Store | None) -> str | None:
     if store is None or not store.last_error:
         return None
 
-    return "the store cannot write: " + store.last_error
+    return "the store is degraded: " + store.last_error

@@ -147,7 +147,7 @@ class RelayCollector(Collector):
         )
         yield _gauge(
             "mixer_store_degraded",
-            "1 while the store cannot write (disk full, say).",
+            "1 while the store is degraded (its writes or WAL copies fail).",
             1 if store.last_error else 0,
         )
 

@@ -63,6 +63,7 @@ class Checkpointer:
         self._is_held_back = False
         self._is_stopping = False
         self._is_failing = False
+        self._failure = ""
         self._is_held_back_reported = False
         # Made by start(), which hands it the connection it opened.
         self._thread = threading.Thread()
@@ -95,6 +96,11 @@ class Checkpointer:
             daemon=True,
         )
         self._thread.start()
+
+    @property
+    def failure(self) -> str:
+        """Why copies fail, while they do ("" otherwise)."""
+        return self._failure
 
     def committed(self, size: int) -> None:
         """Tell the checkpointer that the writer committed a transaction of about
@@ -233,10 +239,9 @@ class Checkpointer:
             log.info("store.wal_caught_up", extra={"wal_bytes": wal_bytes})
 
     def _report_failure(self, exc: sqlite3.Error) -> None:
-        # Known limit: the store's degraded status (console, metrics) does not
-        # count a failing copy; only this event and the growing WAL show it.
         with self._condition:
             was_failing, self._is_failing = self._is_failing, True
+            self._failure = f"copying the WAL into the database file failed: {exc}"
             # Lets a waiting writer go on at once.
             self._condition.notify_all()
 
@@ -246,6 +251,7 @@ class Checkpointer:
     def _report_success(self) -> None:
         with self._condition:
             was_failing, self._is_failing = self._is_failing, False
+            self._failure = ""
 
         if was_failing:
             log.warning("store.checkpoint_recovered")

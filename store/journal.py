@@ -202,6 +202,11 @@ class Journal:
             self._condition.notify()
 
     @property
+    def checkpoint_failure(self) -> str:
+        """Why copying the WAL into the database file fails, while it does."""
+        return self._checkpointer.failure
+
+    @property
     def backlog(self) -> int:
         """Changes queued and not yet written."""
         return self._queued - self._applied

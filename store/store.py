@@ -160,8 +160,13 @@ class Store:
 
     @property
     def last_error(self) -> str:
-        """The last write failure, while the store is degraded ("" otherwise)."""
-        return self.journal.last_error if self.journal.is_degraded else ""
+        """Why the store is degraded, while it is ("" otherwise): its writes fail,
+        or the copies of its WAL into the database file do (the WAL then grows,
+        and what it holds is not synced)."""
+        if self.journal.is_degraded:
+            return self.journal.last_error
+
+        return self.journal.checkpoint_failure
 
     @property
     def durable_seq(self) -> int:

@@ -84,7 +84,7 @@ async def test_readiness_fails_while_the_store_cannot_write(
 
     assert ready.status_code == 503
     assert recovered.status_code == 200
-    assert ready.json()["checks"]["store"].startswith("the store cannot write")
+    assert ready.json()["checks"]["store"].startswith("the store is degraded")
 
 
 async def test_metrics_read_by_the_prometheus_parser(

@@ -67,6 +67,9 @@ def answer(opened: Store, request: dict[str, Any]) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (unlimited, unlimited))
         return {}
 
+    if op == "status":
+        return {"last_error": opened.last_error}
+
     if op == "close":
         return {"flushed": opened.close(timeout=request["timeout"])}
 

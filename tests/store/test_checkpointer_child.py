@@ -143,6 +143,32 @@ def test_a_failed_copy_is_retried_while_the_store_is_quiet(
     assert not os.path.exists(f"{database}-wal")
 
 
+def test_a_failing_copy_shows_the_store_degraded_until_it_recovers(
+    capped_store: StartStore,
+) -> None:
+    """While copies fail the store reports why (its degraded status: the
+    console, the metrics and the readiness probe show it), and the report ends
+    when a copy succeeds again."""
+    child = capped_store(32 * MIB, 8 * MIB)
+    child.request("room")
+    fill_then_cap(child, 8)
+    child.request("append", mib=2, marker="degraded")
+    assert child.request("flush", timeout=30)["flushed"]
+    has_failed = wait_until(lambda: child.logged("store.checkpoint_failed") > 0, 10)
+    while_failing = child.request("status")["last_error"]
+    child.request("uncap")
+    has_recovered = wait_until(
+        lambda: child.logged("store.checkpoint_recovered") > 0, 10
+    )
+    after_recovery = child.request("status")["last_error"]
+    child.stop()
+
+    assert has_failed
+    assert "copying the WAL into the database file failed" in while_failing
+    assert has_recovered
+    assert after_recovery == ""
+
+
 def test_a_failing_copy_does_not_hold_the_writer_back(
     capped_store: StartStore,
 ) -> None:
