@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mixer_console import cluster_cli, remote_leases
+from mixer_console.console.format import format_bytes
 from relay.config import Settings
 from relay.errors import ConfigError
 from store.access import LeaseRecord
@@ -251,7 +252,7 @@ def _dispatch(
         room = admin.export_room(arguments.name, arguments.file)
         out.write(
             f"exported room {_show(room.name)} to {arguments.file}: "
-            f"{_commands(room.command_count)}, {_size(room.byte_size)}\n"
+            f"{_commands(room.command_count)}, {format_bytes(room.byte_size)}\n"
         )
     elif action == "import":
         room = admin.import_room(
@@ -259,7 +260,7 @@ def _dispatch(
         )
         out.write(
             f"imported room {_show(room.name)} from {arguments.file}: "
-            f"{_commands(room.command_count)}, {_size(room.byte_size)}\n"
+            f"{_commands(room.command_count)}, {format_bytes(room.byte_size)}\n"
         )
         if not room.record.keep_open:
             out.write(
@@ -271,7 +272,7 @@ def _dispatch(
         room = admin.delete_room(arguments.name)
         out.write(
             f"deleted room {_show(room.name)}: {_commands(room.command_count)}, "
-            f"{_size(room.byte_size)}\n"
+            f"{format_bytes(room.byte_size)}\n"
         )
 
     return EXIT_OK
@@ -300,7 +301,7 @@ def format_table(rooms: list[RoomInfo], database: Path) -> str:
         (
             _printable(room.name),
             str(room.command_count),
-            _size(room.byte_size),
+            format_bytes(room.byte_size),
             _yes(room.record.keep_open),
             _yes(room.record.joinable),
             _printable(room.record.blender_version) or "-",
@@ -352,20 +353,3 @@ def _yes(value: bool) -> str:
 
 def _commands(count: int) -> str:
     return f"{count} command" + ("" if count == 1 else "s")
-
-
-def _size(byte_size: int) -> str:
-    """A byte count for people: bytes under 1 KiB, else KiB, MiB or GiB."""
-    if byte_size < 1024:
-        return f"{byte_size} B"
-
-    value = byte_size / 1024
-    unit = "KiB"
-    for larger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-
-        value /= 1024
-        unit = larger
-
-    return f"{value:.1f} {unit}"

@@ -584,7 +584,7 @@ def test_rooms_table_lists_each_room(
         *("ROOM", "COMMANDS", "SIZE", "KEEP", "OPEN", "JOINABLE", "BLENDER", "MIXER")
     ]
     assert lines[1].split() == [
-        *("capture-file2", "27", "119.2", "KiB", "yes", "yes", "3.4.1", "1.0.0")
+        *("capture-file2", "27", "122.0", "kB", "yes", "yes", "3.4.1", "1.0.0")
     ]
     assert lines[2].split()[:2] == ["'a\\nb'", "23"]
     assert len(lines) == 3
