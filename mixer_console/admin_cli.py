@@ -45,9 +45,9 @@ from typing import Any, TextIO
 
 from mixer_console import cluster_cli, remote_leases
 from mixer_console.console.format import format_bytes
+from mixer_console.listing import format_leases, printable
 from relay.config import Settings
 from relay.errors import ConfigError
-from store.access import LeaseRecord
 from store.admin import AdminStore, RoomInfo
 from store.errors import Conflict, NotFound, StoreError
 from store.replication import JOURNAL_NAME
@@ -278,19 +278,6 @@ def _dispatch(
     return EXIT_OK
 
 
-def format_leases(leases: list[LeaseRecord]) -> str:
-    """The leases as text, one line each."""
-    if not leases:
-        return "no lease in force\n"
-
-    lines = [
-        f"{lease.address:<40} {_printable(lease.login):<39} {lease.via:<8} until "
-        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(lease.expires_at))}"
-        for lease in leases
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def format_table(rooms: list[RoomInfo], database: Path) -> str:
     """The rooms as an aligned text table, one line per room."""
     if not rooms:
@@ -299,13 +286,13 @@ def format_table(rooms: list[RoomInfo], database: Path) -> str:
     header = ("ROOM", "COMMANDS", "SIZE", "KEEP OPEN", "JOINABLE", "BLENDER", "MIXER")
     rows = [header] + [
         (
-            _printable(room.name),
+            printable(room.name),
             str(room.command_count),
             format_bytes(room.byte_size),
             _yes(room.record.keep_open),
             _yes(room.record.joinable),
-            _printable(room.record.blender_version) or "-",
-            _printable(room.record.mixer_version) or "-",
+            printable(room.record.blender_version) or "-",
+            printable(room.record.mixer_version) or "-",
         )
         for room in rooms
     ]
@@ -336,11 +323,6 @@ def _room_json(room: RoomInfo) -> dict[str, Any]:
         "custom": record.custom,
         "created_at": record.created_at,
     }
-
-
-def _printable(text: str) -> str:
-    """The text as is, or quoted with escapes if it holds control characters."""
-    return text if text.isprintable() else ascii(text)
 
 
 def _show(name: str) -> str:

@@ -11,11 +11,13 @@ refused (not an operator, unknown token) or the relay cannot be reached.
 
 import argparse
 import json
-import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 import httpx2
+
+from mixer_console.listing import format_leases
+from store.access import LeaseRecord
 
 TOKEN_VARIABLE = "MIXER_OPERATOR_TOKEN"
 
@@ -66,7 +68,12 @@ def run(
         if arguments.json:
             out.write(json.dumps(body, indent=2) + "\n")
         else:
-            out.write(_lines(body if isinstance(body, list) else []))
+            leases = _leases(body)
+            if leases is None:
+                err.write(f"mixer-console: {relay} did not answer with leases\n")
+                return EXIT_REFUSED
+
+            out.write(format_leases(leases))
     elif body.get("revoked"):
         lease = body["revoked"]
         out.write(
@@ -87,12 +94,21 @@ def _json(response: httpx2.Response) -> Any:
         return {}
 
 
-def _lines(leases: list[dict[str, Any]]) -> str:
-    if not leases:
-        return "no lease in force\n"
+def _leases(body: Any) -> list[LeaseRecord] | None:
+    """The leases in the relay's answer, or None when it is not a list of them."""
+    if not isinstance(body, list):
+        return None
 
-    return "".join(
-        f"{lease['address']:<40} {lease['login']:<39} until "
-        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(lease['expires_at']))}\n"
-        for lease in leases
-    )
+    try:
+        return [
+            LeaseRecord(
+                address=str(lease["address"]),
+                login=str(lease["login"]),
+                granted_at=float(lease["granted_at"]),
+                expires_at=float(lease["expires_at"]),
+                via=str(lease["via"]),
+            )
+            for lease in body
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -381,6 +381,7 @@ def _lease_json(lease: LeaseRecord) -> dict[str, Any]:
         "address": lease.address,
         "granted_at": lease.granted_at,
         "expires_at": lease.expires_at,
+        "via": lease.via,
     }
 
 

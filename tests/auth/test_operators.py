@@ -1,10 +1,14 @@
 """Remote administration needs an operator's GitHub login: the admin routes and
 ``mixer-console lease revoke --relay`` as a real process."""
 
+import http.server
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -43,8 +47,10 @@ async def mixer_console(
 async def test_operator_revokes_over_http_and_connections_close(
     login_relay: LoginRelay,
 ) -> None:
-    """An operator's ``lease revoke --relay`` ends the lease and closes the
-    address's connection; the audit log names the operator."""
+    """An operator's ``leases --relay`` lists the lease as ``leases`` does on the
+    relay's machine (address, login, how it was granted), ``lease revoke
+    --relay`` ends it and closes the address's connection; the audit log names
+    the operator."""
     async with login_relay.browser() as browser:
         await browser.get("/login")
 
@@ -60,7 +66,8 @@ async def test_operator_revokes_over_http_and_connections_close(
     await artist.aclose()
     audit = login_relay.server.broadcaster.audit.newest(1)
 
-    assert listed[0] == 0 and "alice" in listed[1]
+    assert listed[0] == 0
+    assert listed[1].split()[:3] == ["127.0.0.1", "alice", "browser"]
     assert revoked[0] == 0
     assert "revoked the lease of alice on 127.0.0.1" in revoked[1]
     assert (audit[0].operator, audit[0].action) == ("olga", "lease.revoke")
@@ -135,3 +142,62 @@ async def test_revoked_address_cannot_reconnect(login_relay: LoginRelay) -> None
     await client.aclose()
 
     assert [frame.kind for frame in frames] == [MessageType.SEND_ERROR]
+
+
+class LeasesAnswer(http.server.BaseHTTPRequestHandler):
+    """A server at --relay that answers /admin/leases with something else than
+    a list of leases (an older relay, a proxy, another service)."""
+
+    answers: ClassVar[dict[str, bytes]] = {
+        "/not-a-list": b'{"leases": []}',
+        "/missing-fields": b'[{"address": "10.0.0.5"}]',
+        "/wrong-types": b'[{"address": "10.0.0.5", "login": "ada", "granted_at": '
+        b'"soon", "expires_at": [], "via": "browser"}]',
+    }
+
+    def do_GET(self) -> None:
+        body = self.answers[self.path.removesuffix("/admin/leases")]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def leases_answer() -> Iterator[str]:
+    """The base URL of a LeasesAnswer server on 127.0.0.1."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LeasesAnswer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("path", sorted(LeasesAnswer.answers))
+def test_an_answer_that_is_not_leases_is_a_clear_error(
+    leases_answer: str, path: str
+) -> None:
+    """``leases --relay`` at a server whose answer is JSON but not leases says so
+    and exits 7, without a traceback."""
+    url = leases_answer + path
+    env = {**os.environ, "MIXER_OPERATOR_TOKEN": "gho_anything"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer_console", "leases", "--relay", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 7
+    assert f"{url} did not answer with leases" in result.stderr
+    assert "Traceback" not in result.stderr
