@@ -38,10 +38,13 @@ RELAY_COMMAND = [
 ]
 
 
-def run_relay(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """Run the headless relay on ``data_dir`` until it exits (bounded)."""
+def run_relay(
+    data_dir: Path, command: list[str] = RELAY_COMMAND
+) -> subprocess.CompletedProcess[str]:
+    """Run the headless relay (or ``command``) on ``data_dir`` until it exits
+    (bounded)."""
     return subprocess.run(
-        RELAY_COMMAND,
+        command,
         cwd=ROOT,
         env={**os.environ, "MIXER_DATA_DIR": str(data_dir), "MIXER_LOG_FORMAT": "json"},
         stdin=subprocess.DEVNULL,
@@ -238,16 +241,7 @@ def test_schema_full_disk_at_creation_is_refused(tmp_path: Path) -> None:
         *RELAY_COMMAND[3:],
     ]
 
-    result = subprocess.run(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "MIXER_DATA_DIR": str(data_dir), "MIXER_LOG_FORMAT": "json"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    result = run_relay(data_dir, command)
 
     assert result.returncode == EXIT_STORE
     assert f"{data_dir / DATABASE_NAME} cannot be opened" in result.stderr
