@@ -92,8 +92,10 @@ class MixerConsole(App[None]):
         self._relay_worker: Worker[None] | None = None
         self._is_stopping = False
 
-    def on_mount(self) -> None:
-        self.push_screen(self.dashboard)
+    async def on_mount(self) -> None:
+        # The feed's first snapshot could otherwise arrive before the dashboard
+        # has composed its widgets (a CI run under load failed on that).
+        await self.push_screen(self.dashboard)
         if self.hosted is not None:
             self._relay_worker = self.run_worker(
                 self.hosted.run, name="relay", group="relay", exit_on_error=False
