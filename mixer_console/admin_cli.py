@@ -46,6 +46,7 @@ from typing import Any, TextIO
 from mixer_console import cluster_cli, remote_leases
 from mixer_console.console.format import format_bytes
 from mixer_console.listing import format_leases, printable
+from mixer_console.relay_url import relay_url
 from relay.config import Settings
 from relay.errors import ConfigError
 from store.admin import AdminStore, RoomInfo
@@ -132,6 +133,7 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
     leases.add_argument(
         "--relay",
         metavar="URL",
+        type=relay_url,
         help="ask this running relay instead, as an operator (token in "
         "MIXER_OPERATOR_TOKEN)",
     )
@@ -147,6 +149,7 @@ def add_commands(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction
     revoke.add_argument(
         "--relay",
         metavar="URL",
+        type=relay_url,
         help="revoke on this running relay, as an operator (token in "
         "MIXER_OPERATOR_TOKEN); its connections from ADDRESS are closed",
     )

@@ -158,7 +158,7 @@ def _run_admin(
     try:
         _refuse_relay_options(parser, arguments)
         if arguments.command == "login":
-            return login_cli.run(arguments, sys.stdout, sys.stderr)
+            return login_cli.run(arguments, sys.stdout)
 
         return admin_cli.run(arguments)
     finally:

@@ -19,8 +19,9 @@ from typing import Any, TextIO
 import anyio
 import httpx2
 
+from mixer_console.relay_url import relay_url
+
 EXIT_OK = 0
-EXIT_USAGE = 2
 EXIT_LOGIN = 7
 
 # What slow_down adds to the polling interval (RFC 8628, 3.5).
@@ -46,19 +47,15 @@ def add_command(commands: "argparse._SubParsersAction[Any]") -> None:
         "--relay",
         required=True,
         metavar="URL",
+        type=relay_url,
         help="the relay's HTTP address, such as http://relay.studio:12801",
     )
 
 
-def run(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run ``login``, telling the person on ``out`` (and ``err`` for bad usage);
-    returns the exit status."""
-    relay = str(arguments.relay).rstrip("/")
-    if not relay.startswith(("http://", "https://")):
-        err.write(f"mixer-console: --relay must be an http(s) address: {relay}\n")
-        return EXIT_USAGE
-
-    return anyio.run(device_login, relay, out)
+def run(arguments: argparse.Namespace, out: TextIO) -> int:
+    """Run ``login``, telling the person on ``out``; returns the exit status (bad
+    usage, exit 2, is argparse's)."""
+    return anyio.run(device_login, arguments.relay, out)
 
 
 async def device_login(relay: str, out: TextIO) -> int:

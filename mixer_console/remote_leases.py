@@ -41,7 +41,7 @@ def run(
         )
         return EXIT_USAGE
 
-    relay = str(arguments.relay).rstrip("/")
+    relay = arguments.relay
     headers = {"Authorization": f"Bearer {token}"}
     try:
         with httpx2.Client(
