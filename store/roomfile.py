@@ -557,7 +557,11 @@ def _check_replaceable(path: Path, failure: str) -> None:
 
 
 def _create_temp_file(path: Path) -> tuple[int, Path]:
-    """Create a new, empty file next to ``path``, with the umask's permissions."""
+    """Create a new, empty file next to ``path``, with the umask's permissions.
+
+    Raises:
+        OSError: the file cannot be created; the error names ``path``'s folder.
+    """
     prefix = f".{path.name[:_TEMP_NAME_PREFIX_CHARS]}."
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(_TEMP_ATTEMPTS):
@@ -566,6 +570,10 @@ def _create_temp_file(path: Path) -> tuple[int, Path]:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:
             continue
+        except OSError as exc:
+            # The folder is what is wrong (missing, not a folder, read-only): the
+            # temporary file's name would only puzzle the operator.
+            raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
 
     raise RoomFileError(
         f"cannot write room file {path}: no free temporary name after "

@@ -1,7 +1,6 @@
 """``room export`` into a folder that does not exist: found by following the
-README as a new engineer (readme6). A strict expected failure: it says what a
-clear answer looks like, and fails the suite once the product gives it, so
-that the mark is removed then."""
+README as a new engineer (readme6): the error named the hidden temporary file
+the export writes first, not the missing folder."""
 
 from pathlib import Path
 
@@ -15,7 +14,6 @@ ROOM_FILE = ROOT / "tests" / "data" / "capture-file2.mixer"
 LIMIT = 1 << 30
 
 
-@pytest.mark.xfail(strict=True, reason="product defect: the error names a temp file")
 def test_room_export_into_a_missing_folder_names_the_folder(
     isolated_data_dir: Path,
     tmp_path: Path,
