@@ -195,7 +195,10 @@ class Settings:
                 shown = "" if item.metadata.get("secret") else repr(env[variable])
                 problems.append(f"{variable}={shown}: {exc}")
 
-        problems.extend(_cluster_problems(values))
+        # A variable that was set but refused would read as missing here.
+        if not problems:
+            problems = _cluster_problems(values)
+
         if problems:
             raise ConfigError(problems)
 

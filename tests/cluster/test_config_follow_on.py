@@ -1,10 +1,8 @@
 """A bad value of one cluster variable is reported alone: found by following
 the README as a new engineer (readme6). The README says the checks that combine
-variables come after the single values are right; today a bad
-MIXER_RAFT_SELF also reports "MIXER_RAFT_PEERS needs MIXER_RAFT_SELF" although
-it is set, and bad peers report "MIXER_RAFT_SELF needs MIXER_RAFT_PEERS".
-Strict expected failures: they fail the suite once fixed, so that the mark is
-removed then."""
+variables come after the single values are right; a bad MIXER_RAFT_SELF also
+reported "MIXER_RAFT_PEERS needs MIXER_RAFT_SELF" although it was set, and bad
+peers reported "MIXER_RAFT_SELF needs MIXER_RAFT_PEERS"."""
 
 import pytest
 
@@ -14,7 +12,6 @@ from relay.errors import ConfigError
 SECRET = "correct-horse-battery-staple"
 
 
-@pytest.mark.xfail(strict=True, reason="product defect: a follow-on error is added")
 @pytest.mark.parametrize(
     ("env", "expected", "follow_on"),
     [
