@@ -117,7 +117,7 @@ def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
         sys.stderr.write(f"mixer-console: {exc}\n")
         return EXIT_CONFIG
 
-    refusal = _terminal_refusal()
+    refusal = _terminal_refusal("run attach from a terminal (ssh -t over SSH)")
     if refusal is not None:
         sys.stderr.write(f"mixer-console: {refusal}\n")
         return EXIT_CONFIG
@@ -187,7 +187,7 @@ def _run(arguments: argparse.Namespace) -> int:
     if arguments.no_ui:
         configure_logging(settings.log_level, settings.log_format)
     else:
-        refusal = _terminal_refusal()
+        refusal = _terminal_refusal("run the relay headless with --no-ui")
         if refusal is not None:
             sys.stderr.write(f"mixer-console: {refusal}\n")
             return EXIT_CONFIG
@@ -262,15 +262,15 @@ def _run(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _terminal_refusal() -> str | None:
-    """Why the console cannot run in this process, or None: Textual reads keys
-    from stdin and draws on stderr, and on anything but a terminal it spins on
-    end-of-file (stdin on /dev/null) or crashes (stdin closed)."""
+def _terminal_refusal(advice: str) -> str | None:
+    """Why the console cannot run in this process, followed by ``advice``, or
+    None: Textual reads keys from stdin and draws on stderr, and on anything but
+    a terminal it spins on end-of-file (stdin on /dev/null) or crashes (stdin
+    closed)."""
     for name, stream in (("stdin", sys.__stdin__), ("stderr", sys.__stderr__)):
         if stream is None or not stream.isatty():
             return (
-                f"the console needs a terminal, and {name} is not a terminal; "
-                "run the relay headless with --no-ui"
+                f"the console needs a terminal, and {name} is not a terminal; {advice}"
             )
 
     return None

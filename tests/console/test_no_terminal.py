@@ -78,21 +78,25 @@ def run_without_input(
 
 @pytest.mark.parametrize("is_stdin_closed", [False, True], ids=["devnull", "closed"])
 @pytest.mark.parametrize(
-    "arguments",
-    [LOCAL_ANY_PORT, ["attach", "--socket", "/nonexistent/admin.sock"]],
+    ("arguments", "advice"),
+    [
+        (LOCAL_ANY_PORT, "--no-ui"),
+        (["attach", "--socket", "/nonexistent/admin.sock"], "ssh -t"),
+    ],
     ids=["hosted", "attach"],
 )
 def test_console_without_a_terminal_on_stdin_is_refused(
-    tmp_path: Path, arguments: list[str], is_stdin_closed: bool
+    tmp_path: Path, arguments: list[str], advice: str, is_stdin_closed: bool
 ) -> None:
     """Regression: with stdin on /dev/null the console's input thread spun on
     end-of-file for ever, and with stdin closed it crashed with a traceback and
-    exit status 0; both are now a one-line refusal with status 2."""
+    exit status 0; both are now a one-line refusal with status 2, with advice
+    that fits the command (attach has no --no-ui)."""
     status, written = run_without_input(
         tmp_path, arguments, is_stdin_closed=is_stdin_closed
     )
 
     assert status == 2
     assert "stdin is not a terminal" in written
-    assert "--no-ui" in written
+    assert advice in written
     assert "Traceback" not in written
