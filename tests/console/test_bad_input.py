@@ -3,7 +3,7 @@ like markup, requests the relay refuses, things that vanished meanwhile."""
 
 from pathlib import Path
 
-from textual.widgets import Input
+from textual.widgets import Input, Label
 
 from mixer_console.console.screens.dialogs import AskDialog, ConfirmDialog
 from mixer_console.console.screens.history import HistoryScreen
@@ -98,7 +98,8 @@ async def test_export_to_a_missing_folder_is_refused(
 
 
 async def test_an_empty_answer_keeps_the_question_open(console: Console) -> None:
-    """Enter on an empty name asks again instead of forking into ''."""
+    """Enter on an empty name asks again instead of forking into '', and the
+    dialog says why nothing happened."""
     ada = await console.connect("ada")
     await ada.create_room("castle", commands=commands(2))
     await open_history_at(console, "castle", 1)
@@ -111,6 +112,7 @@ async def test_an_empty_answer_keeps_the_question_open(console: Console) -> None
     await console.pilot.pause()
 
     assert console.app.screen is dialog
+    assert "type an answer first" in str(dialog.query_one(".hint", Label).render())
     assert set(console.server.broadcaster.rooms) == {"castle"}
 
 

@@ -72,6 +72,9 @@ class AskDialog(ModalScreen[str | None]):
         text = event.value.strip()
         if text:
             self.dismiss(text)
+        else:
+            hint = "Nothing to do: type an answer first (Escape: cancel)"
+            self.query_one(".hint", Label).update(hint)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
