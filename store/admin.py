@@ -106,11 +106,7 @@ class AdminStore:
             NotOurDatabase, NewerSchema: the file cannot be used; it is untouched.
             StoreError: the directory cannot be created or opened.
         """
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            lock = lock_directory(data_dir, holder="an admin command")
-        except OSError as exc:
-            raise StoreError(f"cannot use data directory {data_dir}: {exc}") from exc
+        lock = lock_directory(data_dir, holder="an admin command")
 
         try:
             db = open_database(data_dir / DATABASE_NAME, cache_bytes)

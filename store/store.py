@@ -17,7 +17,7 @@ import sqlite_utils
 
 from store.access import LeaseRecord, load_leases
 from store.checkpointer import Checkpointer
-from store.errors import StoreLocked
+from store.errors import StoreLocked, Unopenable
 from store.journal import (
     CopyHistory,
     DeleteBan,
@@ -102,9 +102,9 @@ class Store:
         Raises:
             StoreLocked: another process holds the data directory.
             NotOurDatabase, NewerSchema: the file cannot be used; it is untouched.
-            Unopenable: SQLite cannot open or write the file (a full disk).
+            Unopenable: the data directory, its lock file or the database cannot
+                be made, opened or written (a file in the way, a full disk).
         """
-        data_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_directory(data_dir)
         path = data_dir / DATABASE_NAME
         writer = reader = None
@@ -402,8 +402,9 @@ class Store:
 
 
 def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]:
-    """Take the data directory's exclusive lock, held until the returned file is
-    closed (the relay's store and the admin commands both take it).
+    """Create the data directory if it is missing and take its exclusive lock,
+    held until the returned file is closed (the relay's store and the admin
+    commands both take it).
 
     Args:
         data_dir: the directory to lock.
@@ -411,8 +412,15 @@ def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]
 
     Raises:
         StoreLocked: another process holds it; the message names that process.
+        Unopenable: the directory or its lock file cannot be made or written.
     """
-    lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
+    failure = f"cannot use data directory {data_dir}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
+    except OSError as exc:
+        raise Unopenable(f"{failure}: {exc}") from exc
+
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -421,8 +429,13 @@ def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]
         lock.close()
         raise StoreLocked(f"{data_dir} is in use by {current}; stop it first") from None
 
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{holder} (pid {os.getpid()})".encode())
-    lock.flush()
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{holder} (pid {os.getpid()})".encode())
+        lock.flush()
+    except OSError as exc:
+        lock.close()
+        raise Unopenable(f"{failure}: {exc}") from exc
+
     return lock

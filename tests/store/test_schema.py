@@ -225,6 +225,21 @@ def test_schema_database_that_cannot_be_opened_is_refused(
     assert "relay.started" not in result.stdout
 
 
+def test_schema_data_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    """A data folder that cannot be created (a file stands where one of its
+    parents should be) stops the relay with status 4, saying it is the data
+    folder that cannot be used."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    data_dir = blocker / "data"
+
+    result = run_relay(data_dir)
+
+    assert result.returncode == EXIT_STORE
+    assert f"cannot use data directory {data_dir}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_schema_full_disk_at_creation_is_refused(tmp_path: Path) -> None:
     """A new database on a disk with no room for it (a file size cap of 2 KiB:
     the lock file fits, SQLite's first pages do not) stops the relay with status
