@@ -16,8 +16,9 @@ class NewerSchema(StoreError):
 
 
 class Unopenable(StoreError):
-    """Raised when SQLite cannot open or write the database file or the files
-    beside it (a folder in its place, a full disk, no permission)."""
+    """Raised when the data directory, its lock file, or the database file and
+    the files SQLite keeps beside it cannot be made, opened or written (a file
+    or folder in the way, a full disk, no file descriptor left)."""
 
 
 class StoreLocked(StoreError):
