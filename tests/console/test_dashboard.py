@@ -1,6 +1,9 @@
 """The dashboard against a real relay hosted in the app, with real TCP clients."""
 
+import io
 from pathlib import Path
+
+import rich.console
 
 from mixer_console.console.screens.dialogs import KickDialog
 from mixer_console.console.widgets.artists_table import ArtistsTable
@@ -120,3 +123,29 @@ async def test_quitting_keeps_live_rooms_for_the_next_start(tmp_path: Path) -> N
 
     with hosted_console(data_dir) as (app, server):
         assert server.broadcaster.rooms["castle"].history.byte_size == 2 * len(COMMAND)
+
+
+async def test_key_list_on_an_ssh_terminal_shows_the_consoles_keys(
+    tmp_path: Path,
+) -> None:
+    """At 80x24, the size of a bare SSH session, "?" lists the console's own
+    keys within the screen's height: the arrow, page and home keys every table
+    takes pushed them below it (the kick, delete and quit keys from row 19)."""
+    with hosted_console(tmp_path / "relay-data") as (app, _server):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause()
+            panel = app.screen.query_one("KeyPanel")
+            table = panel.query_one("BindingsTable").render()
+            text = rich.console.Console(
+                width=panel.size.width, record=True, file=io.StringIO()
+            )
+            text.print(table)
+            lines = text.export_text().splitlines()
+            height = panel.size.height
+            await app.action_quit()
+
+    shown = "\n".join(lines[:height])
+    for description in ("History", "Kick", "Delete room", "Bans", "Quit"):
+        assert description in shown, shown
+    assert "Cursor up" not in "\n".join(lines)

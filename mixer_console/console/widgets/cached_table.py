@@ -1,9 +1,14 @@
 """A DataTable that renders again only the cells whose value changed."""
 
+from dataclasses import replace
+from typing import ClassVar
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.containers import ScrollableContainer
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 from textual.widgets.data_table import CursorType
@@ -17,6 +22,19 @@ CACHED_CELLS = 20_000
 CellLines = list[list[Segment]]
 
 
+def _left_out_of_the_key_list(*classes: type) -> list[BindingType]:
+    """The bindings of ``classes``, marked as system bindings, which the key
+    list ("?") does not show; for a key bound by several, the first class's
+    binding (as a subclass's overrides its base's)."""
+    bindings: dict[str, Binding] = {}
+    for cls in classes:
+        for binding in cls.__dict__.get("BINDINGS", []):
+            if isinstance(binding, Binding):
+                bindings.setdefault(binding.key, replace(binding, system=True))
+
+    return list(bindings.values())
+
+
 class CachedCellTable(DataTable[Cell]):
     """DataTable forgets every rendered cell whenever any cell changes, so a
     live table that updates a few cells four times a second renders all of its
@@ -26,6 +44,13 @@ class CachedCellTable(DataTable[Cell]):
     Known limit: this overrides DataTable's private ``_render_cell`` (Textual
     8.x, as pinned); a Textual that renames it loses the saving, not correctness.
     """
+
+    # The arrow, page and home keys that every table takes still work, but are
+    # not listed: on an 80x24 SSH terminal they pushed the console's own keys
+    # below the screen.
+    BINDINGS: ClassVar[list[BindingType]] = _left_out_of_the_key_list(
+        DataTable, ScrollableContainer
+    )
 
     def __init__(
         self,
