@@ -435,7 +435,12 @@ def _web_address(text: str) -> str:
     return value
 
 
-def _address(text: str) -> str:
+def parse_raft_address(text: str) -> str:
+    """A node's Raft address as MIXER_RAFT_SELF takes it, as host:port.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
     host, separator, port = text.strip().rpartition(":")
     if not separator or not host:
         raise ValueError("must be host:port")
@@ -449,7 +454,7 @@ def _address(text: str) -> str:
 
 def _addresses(text: str) -> tuple[str, ...]:
     items = [item for item in text.split(",") if item.strip()]
-    addresses = tuple(_address(item) for item in items)
+    addresses = tuple(parse_raft_address(item) for item in items)
     if len(set(addresses)) != len(addresses):
         raise ValueError("lists an address twice")
 
@@ -510,7 +515,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "store_max_unwritten_bytes": _positive_int,
     "room_grace": _seconds(MAX_TIMEOUT),
     "admin_socket": _admin_socket,
-    "raft_self": _address,
+    "raft_self": parse_raft_address,
     "raft_peers": _addresses,
     "raft_secret": _secret,
     "raft_compaction_entries": _compaction_entries,
