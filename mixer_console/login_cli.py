@@ -19,6 +19,8 @@ from typing import Any, TextIO
 import anyio
 import httpx2
 
+from mixer_console.relay_option import relay_option
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_LOGIN = 7
@@ -53,9 +55,8 @@ def add_command(commands: "argparse._SubParsersAction[Any]") -> None:
 def run(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run ``login``, telling the person on ``out`` (and ``err`` for bad usage);
     returns the exit status."""
-    relay = str(arguments.relay).rstrip("/")
-    if not relay.startswith(("http://", "https://")):
-        err.write(f"mixer-console: --relay must be an http(s) address: {relay}\n")
+    relay = relay_option(arguments.relay, err)
+    if relay is None:
         return EXIT_USAGE
 
     return anyio.run(device_login, relay, out)

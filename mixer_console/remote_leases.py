@@ -5,8 +5,9 @@ The operator's GitHub token comes from ``MIXER_OPERATOR_TOKEN`` (never from the
 command line, where other users of the machine can read it); ``gh auth token``
 prints one. Revoking on a running relay also closes the address's connections.
 
-Exit status: 0 done; 2 no token; 6 no lease for that address (lease revoke); 7
-refused (not an operator, unknown token) or the relay cannot be reached.
+Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 no
+lease for that address (lease revoke); 7 refused (not an operator, unknown
+token) or the relay cannot be reached.
 """
 
 import argparse
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import httpx2
+
+from mixer_console.relay_option import relay_option
 
 TOKEN_VARIABLE = "MIXER_OPERATOR_TOKEN"
 
@@ -39,7 +42,10 @@ def run(
         )
         return EXIT_USAGE
 
-    relay = str(arguments.relay).rstrip("/")
+    relay = relay_option(arguments.relay, err)
+    if relay is None:
+        return EXIT_USAGE
+
     headers = {"Authorization": f"Bearer {token}"}
     try:
         with httpx2.Client(

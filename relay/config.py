@@ -416,9 +416,26 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-def _web_address(text: str) -> str:
+def parse_web_address(text: str) -> str:
+    """An http(s) address as the relay and the commands that reach it take it,
+    without its trailing slash.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
     value = text.strip().rstrip("/")
-    parts = urlsplit(value)
+    # Bytes that are not UTF-8 (a surrogate escape from the environment) fail
+    # only when a request or a redirection is made, as a traceback.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be UTF-8 text") from None
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("must be an http:// or https:// address") from None
+
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// address")
 
@@ -526,9 +543,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth": _choice("none", "github"),
     "github_client_id": _text,
     "github_client_secret": _text,
-    "github_url": _web_address,
-    "github_api_url": _web_address,
-    "public_url": _web_address,
+    "github_url": parse_web_address,
+    "github_api_url": parse_web_address,
+    "public_url": parse_web_address,
     "allow_users": _github_names(allow_anyone=True),
     "allow_orgs": _github_names(allow_anyone=False),
     "operators": _github_names(allow_anyone=False),
