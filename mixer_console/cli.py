@@ -30,6 +30,8 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
 EXIT_STORE = 4
+# What a shell reports for a command ended by SIGPIPE (128 + 13).
+EXIT_OUTPUT_CLOSED = 141
 
 # Stopping must take under 2 s in all; the store gets most of it to flush.
 STORE_CLOSE_SECONDS = 1.5
@@ -92,6 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.info("relay.stopped", extra={"during": "start-up"})
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader of stdout went away (``mixer-console rooms | head -1``).
+        _discard_stdout()
+        return EXIT_OUTPUT_CLOSED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail
+    again on the closed pipe (and print its own traceback)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _stop_during_startup(signum: int, frame: object) -> None:
