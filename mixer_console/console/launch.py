@@ -30,10 +30,15 @@ def send_logs_to_file(settings: Settings, *, is_attached: bool = False) -> Path:
     (JSON unless MIXER_LOG_FORMAT=text); returns the file's path.
 
     Raises:
-        OSError: the file cannot be created or opened.
+        OSError: the file cannot be created or opened, or is a named pipe.
     """
     path = log_file(settings, is_attached=is_attached)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Opening a named pipe for writing waits for a reader, for ever if none comes,
+    # before the console has drawn anything.
+    if path.is_fifo():
+        raise OSError(f"{path} is a named pipe; the console logs to a file")
+
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(
         TextEventFormatter() if settings.log_format == "text" else JsonEventFormatter()
