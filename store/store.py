@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import sqlite_utils
 
 from store.access import LeaseRecord, load_leases
 from store.checkpointer import Checkpointer
-from store.errors import StoreLocked
+from store.errors import StoreLocked, Unopenable
 from store.journal import (
     CopyHistory,
     DeleteBan,
@@ -406,8 +407,20 @@ def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]
 
     Raises:
         StoreLocked: another process holds it; the message names that process.
+        Unopenable: the lock is not a regular file.
     """
-    lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # A named pipe opens all the same and fails at its first seek with no
+        # word of which file it is; a link to a device fails as oddly, or has
+        # relays of different folders lock one another out.
+        os.close(fd)
+        raise Unopenable(
+            f"{path} is not a regular file; remove it (it is made again at start)"
+        )
+
+    lock = open(fd, "a+b")  # held until the store closes
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
