@@ -169,7 +169,7 @@ def _run_admin(
     arguments: argparse.Namespace,
     previous: dict[signal.Signals, Any],
 ) -> int:
-    """Run an admin command; a stop signal interrupts it, changing nothing, and
+    """Run an admin command; a stop signal interrupts it with status 130, and
     the signal handlers are given back afterwards (for callers in-process)."""
     try:
         _refuse_relay_options(parser, arguments)
@@ -177,6 +177,12 @@ def _run_admin(
             return login_cli.run(arguments, sys.stdout, sys.stderr)
 
         return admin_cli.run(arguments)
+    except KeyboardInterrupt:
+        # The store's commands say themselves that nothing changed; these talk
+        # to running relays or nodes (cluster, login, --relay), which may have
+        # acted already, and a status 0 would pass for success.
+        sys.stderr.write(f"mixer-console: {arguments.command} interrupted\n")
+        return admin_cli.EXIT_INTERRUPTED
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
