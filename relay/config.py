@@ -15,6 +15,11 @@ MIB = 1024 * 1024
 
 ADMIN_SOCKET_NAME = "admin.sock"
 
+# The logs of the console hosting the relay, and of a console attached to one, in
+# the data folder (they log apart).
+CONSOLE_LOG_NAME = "console.log"
+ATTACHED_CONSOLE_LOG_NAME = "console-attached.log"
+
 # Linux's sun_path holds 108 bytes, the final NUL included.
 MAX_SOCKET_PATH_BYTES = 107
 

@@ -10,18 +10,14 @@ import anyio
 from mixer_console.console.app import MixerConsole
 from mixer_console.console.hosted import HostedRelayServer
 from relay.admin_client import AdminClient
-from relay.config import Settings
+from relay.config import ATTACHED_CONSOLE_LOG_NAME, CONSOLE_LOG_NAME, Settings
 from relay.logs import JsonEventFormatter, TextEventFormatter
 from relay.server import RelayServer
-
-# The console hosting the relay, and a console attached to one, log apart.
-LOG_FILE_NAME = "console.log"
-ATTACHED_LOG_FILE_NAME = "console-attached.log"
 
 
 def log_file(settings: Settings, *, is_attached: bool = False) -> Path:
     """Where the console's process logs: the terminal belongs to the console."""
-    name = ATTACHED_LOG_FILE_NAME if is_attached else LOG_FILE_NAME
+    name = ATTACHED_CONSOLE_LOG_NAME if is_attached else CONSOLE_LOG_NAME
     return settings.data_dir / name
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mixer_console.console.launch import LOG_FILE_NAME
+from relay.config import CONSOLE_LOG_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_TIMEOUT = 20.0
@@ -16,7 +16,7 @@ EXIT_TIMEOUT = 20.0
 def test_console_log_that_is_a_named_pipe_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    log = data_dir / LOG_FILE_NAME
+    log = data_dir / CONSOLE_LOG_NAME
     os.mkfifo(log)
     master, slave = os.openpty()
     try:
