@@ -30,6 +30,8 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
 EXIT_STORE = 4
+# What a shell reports for a command ended by SIGPIPE (128 + 13).
+EXIT_OUTPUT_CLOSED = 141
 
 # Stopping must take under 2 s in all; the store gets most of it to flush.
 STORE_CLOSE_SECONDS = 1.5
@@ -92,6 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.info("relay.stopped", extra={"during": "start-up"})
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader of stdout went away (``mixer-console rooms | head -1``).
+        _discard_stdout()
+        return EXIT_OUTPUT_CLOSED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail
+    again on the closed pipe (and print its own traceback)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _stop_during_startup(signum: int, frame: object) -> None:
@@ -153,14 +169,20 @@ def _run_admin(
     arguments: argparse.Namespace,
     previous: dict[signal.Signals, Any],
 ) -> int:
-    """Run an admin command; a stop signal interrupts it, changing nothing, and
+    """Run an admin command; a stop signal interrupts it with status 130, and
     the signal handlers are given back afterwards (for callers in-process)."""
     try:
         _refuse_relay_options(parser, arguments)
         if arguments.command == "login":
-            return login_cli.run(arguments, sys.stdout)
+            return login_cli.run(arguments, sys.stdout, sys.stderr)
 
         return admin_cli.run(arguments)
+    except KeyboardInterrupt:
+        # The store's commands say themselves that nothing changed; these talk
+        # to running relays or nodes (cluster, login, --relay), which may have
+        # acted already, and a status 0 would pass for success.
+        sys.stderr.write(f"mixer-console: {arguments.command} interrupted\n")
+        return admin_cli.EXIT_INTERRUPTED
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -10,10 +10,13 @@ like the relay and talk to the nodes' Raft ports while they run. ``status``
 asks every node (this one and its peers) for its role, term, commit and applied
 index; the lag is the leader's commit index minus the node's applied index.
 ``add`` asks the cluster, through this node, to take a new member (start the
-new node first, with the existing nodes as its peers).
+new node first, with the existing nodes as its peers): a member that never
+answers would count against the quorum for good, so ``add`` refuses an address
+that cannot be a node's and a node that does not answer.
 
-Exit status: 0 done; 2 not configured as a cluster; 7 a node did not answer
-(``status`` still prints the others) or the cluster refused the change.
+Exit status: 0 done; 2 not configured as a cluster, or not a Raft address; 7 a
+node did not answer (``status`` still prints the others; ``add``: this node, or
+the new one) or the cluster refused the change.
 """
 
 import argparse
@@ -21,7 +24,7 @@ import json
 from dataclasses import asdict
 from typing import TextIO
 
-from relay.config import Settings
+from relay.config import Settings, parse_raft_address
 from store.cluster_admin import NodeReport, NodeUnreachable, add_node, query_node
 
 EXIT_OK = 0
@@ -85,6 +88,23 @@ def run(
 
 def _add(address: str, settings: Settings, out: TextIO, err: TextIO) -> int:
     assert settings.raft_self is not None
+    try:
+        address = parse_raft_address(address)
+    except ValueError as exc:
+        err.write(f"mixer-console: not adding {address!r}: it {exc}\n")
+        return EXIT_USAGE
+
+    # pysyncobj would take a node nobody runs as a member all the same, and the
+    # cluster could then lose its quorum with one node fewer than before.
+    try:
+        query_node(address, settings.raft_secret, QUERY_SECONDS)
+    except NodeUnreachable as exc:
+        err.write(
+            f"mixer-console: not adding {address}: {exc}; start it first (its "
+            "peers: the existing nodes), then add it\n"
+        )
+        return EXIT_UNREACHABLE
+
     try:
         answer = add_node(
             settings.raft_self, address, settings.raft_secret, ADD_SECONDS

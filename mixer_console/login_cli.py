@@ -7,11 +7,13 @@ the person approves, denies, or the code expires. The lease goes to this
 computer's address, as the relay sees it, so Blender here may then connect.
 
 Exit status: 0 logged in; 2 bad usage; 7 the login did not happen (denied,
-expired, refused, or the relay or GitHub failed).
+expired, refused, or the relay or GitHub failed); 130 stopped by SIGINT, SIGTERM
+or SIGHUP.
 """
 
 import argparse
 import math
+import signal
 import time
 from datetime import datetime
 from typing import Any, TextIO
@@ -23,6 +25,10 @@ from mixer_console.relay_url import relay_url
 
 EXIT_OK = 0
 EXIT_LOGIN = 7
+EXIT_INTERRUPTED = 130
+
+# A login waits minutes for its person: these end it, saying so.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 # What slow_down adds to the polling interval (RFC 8628, 3.5).
 SLOW_DOWN_SECONDS = 5
@@ -52,10 +58,36 @@ def add_command(commands: "argparse._SubParsersAction[Any]") -> None:
     )
 
 
-def run(arguments: argparse.Namespace, out: TextIO) -> int:
-    """Run ``login``, telling the person on ``out``; returns the exit status (bad
-    usage, exit 2, is argparse's)."""
-    return anyio.run(device_login, arguments.relay, out)
+def run(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run ``login``, telling the person on ``out`` (and ``err`` when it is
+    interrupted); returns the exit status (bad usage, exit 2, is argparse's)."""
+    status = anyio.run(_login_until_stopped, arguments.relay, out)
+    if status is None:
+        err.write("mixer-console: login interrupted\n")
+        return EXIT_INTERRUPTED
+
+    return status
+
+
+async def _login_until_stopped(relay: str, out: TextIO) -> int | None:
+    """Run the login; None when a stop signal came first. Received here, not as
+    KeyboardInterrupt: raised in the middle of a connection attempt, that one
+    ended the command with asyncio's traceback of the interrupted task."""
+    status: int | None = None
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with anyio.create_task_group() as tasks:
+
+            async def log_in() -> None:
+                nonlocal status
+                status = await device_login(relay, out)
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(log_in)
+            async for _signum in signals:
+                tasks.cancel_scope.cancel()
+                break
+
+    return status
 
 
 async def device_login(relay: str, out: TextIO) -> int:

@@ -5,8 +5,9 @@ The operator's GitHub token comes from ``MIXER_OPERATOR_TOKEN`` (never from the
 command line, where other users of the machine can read it); ``gh auth token``
 prints one. Revoking on a running relay also closes the address's connections.
 
-Exit status: 0 done; 2 no token; 6 no lease for that address (lease revoke); 7
-refused (not an operator, unknown token) or the relay cannot be reached.
+Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 no
+lease for that address (lease revoke); 7 refused (not an operator, unknown
+token) or the relay cannot be reached.
 """
 
 import argparse

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from relay.accept_failures import AcceptFailures
 from relay.admin_protocol import (
     MAX_LINE_BYTES,
     AdminProtocolError,
@@ -121,6 +122,7 @@ class AdminServer:
                 log.warning("admin.cleanup_failed", extra={"error": str(exc)})
 
     async def _accept_loop(self, listener: socket.socket, tasks: TaskGroup) -> None:
+        failures = AcceptFailures("admin")
         while True:
             await anyio.wait_readable(listener)
             try:
@@ -130,10 +132,11 @@ class AdminServer:
                 continue
             except OSError as exc:
                 # Out of file descriptors, say: keep listening.
-                log.error("admin.accept_failed", extra={"error": str(exc)})
+                failures.failed(exc)
                 await anyio.sleep(0.1)
                 continue
 
+            failures.accepted()
             tasks.start_soon(self._serve_console, console)
 
     async def _prepare(self) -> None:

@@ -15,6 +15,11 @@ MIB = 1024 * 1024
 
 ADMIN_SOCKET_NAME = "admin.sock"
 
+# The logs of the console hosting the relay, and of a console attached to one, in
+# the data folder (they log apart).
+CONSOLE_LOG_NAME = "console.log"
+ATTACHED_CONSOLE_LOG_NAME = "console-attached.log"
+
 # Linux's sun_path holds 108 bytes, the final NUL included.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -419,9 +424,26 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-def _web_address(text: str) -> str:
+def parse_web_address(text: str) -> str:
+    """An http(s) address as the relay and the commands that reach it take it,
+    without its trailing slash.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
     value = text.strip().rstrip("/")
-    parts = urlsplit(value)
+    # Bytes that are not UTF-8 (a surrogate escape from the environment) fail
+    # only when a request or a redirection is made, as a traceback.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be UTF-8 text") from None
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("must be an http:// or https:// address") from None
+
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// address")
 
@@ -438,7 +460,12 @@ def _web_address(text: str) -> str:
     return value
 
 
-def _address(text: str) -> str:
+def parse_raft_address(text: str) -> str:
+    """A node's Raft address as MIXER_RAFT_SELF takes it, as host:port.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
     host, separator, port = text.strip().rpartition(":")
     if not separator or not host:
         raise ValueError("must be host:port")
@@ -452,7 +479,7 @@ def _address(text: str) -> str:
 
 def _addresses(text: str) -> tuple[str, ...]:
     items = [item for item in text.split(",") if item.strip()]
-    addresses = tuple(_address(item) for item in items)
+    addresses = tuple(parse_raft_address(item) for item in items)
     if len(set(addresses)) != len(addresses):
         raise ValueError("lists an address twice")
 
@@ -513,7 +540,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "store_max_unwritten_bytes": _positive_int,
     "room_grace": _seconds(MAX_TIMEOUT),
     "admin_socket": _admin_socket,
-    "raft_self": _address,
+    "raft_self": parse_raft_address,
     "raft_peers": _addresses,
     "raft_secret": _secret,
     "raft_compaction_entries": _compaction_entries,
@@ -524,9 +551,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth": _choice("none", "github"),
     "github_client_id": _text,
     "github_client_secret": _text,
-    "github_url": _web_address,
-    "github_api_url": _web_address,
-    "public_url": _web_address,
+    "github_url": parse_web_address,
+    "github_api_url": parse_web_address,
+    "public_url": parse_web_address,
     "allow_users": _github_names(allow_anyone=True),
     "allow_orgs": _github_names(allow_anyone=False),
     "operators": _github_names(allow_anyone=False),

@@ -6,6 +6,7 @@ Records are event names with fields passed as ``extra``:
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -70,6 +71,49 @@ def _text_value(value: object) -> str:
     return text if is_plain else json.dumps(text)
 
 
+class EventStreamHandler(logging.StreamHandler[TextIO]):
+    """Writes event lines to a stream until its reader goes away (a closed pipe),
+    then says so once on stderr and drops the lines after: logging's own handler
+    printed a traceback on stderr for each of them."""
+
+    is_reader_gone = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record, unless the stream's reader is gone."""
+        if not self.is_reader_gone:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A closed pipe ends the log; any other failure is logging's to report."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, BrokenPipeError):
+            super().handleError(record)
+            return
+
+        self.is_reader_gone = True
+        _discard(self.stream)
+        try:
+            sys.stderr.write(
+                f"mixer-console: the log's reader went away ({error.strerror}); "
+                "the relay goes on without a log\n"
+            )
+        except OSError:
+            pass  # stderr went with it (both to one pipe)
+
+
+def _discard(stream: TextIO) -> None:
+    """Point the stream's descriptor at /dev/null, so that the lines still in its
+    buffer, flushed at exit, do not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass  # a stream without a descriptor: nothing is flushed to it at exit
+
+
 # Libraries whose records are kept to warnings and errors.
 QUIETED_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
 
@@ -92,7 +136,7 @@ def configure_logging(
     for name in QUIETED_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    handler = logging.StreamHandler(stream)
+    handler = EventStreamHandler(stream)
     handler.setFormatter(
         TextEventFormatter() if log_format == "text" else JsonEventFormatter()
     )

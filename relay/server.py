@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskStatus
 
+from relay.accept_failures import AcceptFailures
 from relay.admin_server import AdminEndpointError, AdminServer
 from relay.broadcaster import Broadcaster
 from relay.config import Settings
@@ -216,6 +217,7 @@ class RelayServer:
     async def _accept_loop(
         self, listener: socket.socket, tasks: anyio.abc.TaskGroup
     ) -> None:
+        failures = AcceptFailures("relay")
         while True:
             await anyio.wait_readable(listener)
             for _ in range(ACCEPT_BURST):
@@ -225,10 +227,11 @@ class RelayServer:
                     break
                 except OSError as exc:
                     # Out of file descriptors, say: keep serving the others.
-                    log.error("relay.accept_failed", extra={"error": str(exc)})
+                    failures.failed(exc)
                     await anyio.sleep(0.1)
                     break
 
+                failures.accepted()
                 self._start_session(sock, tasks)
 
             await anyio.lowlevel.checkpoint()

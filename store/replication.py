@@ -448,10 +448,22 @@ def start_replica(
     ends as soon as the thread that created the object ends.
 
     Raises:
-        ReplicaStartFailed: it did not start within ``timeout``, or its thread
-            ended at once (the port could not be bound).
+        ReplicaStartFailed: the Raft journal cannot be read, it did not start
+            within ``timeout``, or its thread ended at once (the port could not
+            be bound).
     """
-    clamp_commit_index(options.data_dir / JOURNAL_NAME)
+    journal = options.data_dir / JOURNAL_NAME
+    try:
+        clamp_commit_index(journal)
+    except Exception as exc:
+        # pysyncobj reads the file without any check of its own: a folder, an
+        # empty file or a torn journal raise whatever its parsing meets first.
+        raise ReplicaStartFailed(
+            f"the Raft journal {journal} cannot be read "
+            f"({type(exc).__name__}: {exc}); this node cannot start until it is "
+            "repaired or restored"
+        ) from exc
+
     created: list[Replica] = []
     failures: list[BaseException] = []
     is_created = threading.Event()

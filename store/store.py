@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,15 +413,27 @@ def lock_directory(data_dir: Path, holder: str = "a running relay") -> IO[bytes]
 
     Raises:
         StoreLocked: another process holds it; the message names that process.
-        Unopenable: the directory or its lock file cannot be made or written.
+        Unopenable: the directory or its lock file cannot be made or written,
+            or the lock is not a regular file.
     """
     failure = f"cannot use data directory {data_dir}"
+    path = data_dir / LOCK_NAME
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(data_dir / LOCK_NAME, "a+b")  # held until the store closes
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     except OSError as exc:
         raise Unopenable(f"{failure}: {exc}") from exc
 
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # A named pipe opens all the same and fails at its first seek with no
+        # word of which file it is; a link to a device fails as oddly, or has
+        # relays of different folders lock one another out.
+        os.close(fd)
+        raise Unopenable(
+            f"{path} is not a regular file; remove it (it is made again at start)"
+        )
+
+    lock = open(fd, "a+b")  # held until the store closes
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

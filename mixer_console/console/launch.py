@@ -10,18 +10,14 @@ import anyio
 from mixer_console.console.app import MixerConsole
 from mixer_console.console.hosted import HostedRelayServer
 from relay.admin_client import AdminClient
-from relay.config import Settings
+from relay.config import ATTACHED_CONSOLE_LOG_NAME, CONSOLE_LOG_NAME, Settings
 from relay.logs import JsonEventFormatter, TextEventFormatter
 from relay.server import RelayServer
-
-# The console hosting the relay, and a console attached to one, log apart.
-LOG_FILE_NAME = "console.log"
-ATTACHED_LOG_FILE_NAME = "console-attached.log"
 
 
 def log_file(settings: Settings, *, is_attached: bool = False) -> Path:
     """Where the console's process logs: the terminal belongs to the console."""
-    name = ATTACHED_LOG_FILE_NAME if is_attached else LOG_FILE_NAME
+    name = ATTACHED_CONSOLE_LOG_NAME if is_attached else CONSOLE_LOG_NAME
     return settings.data_dir / name
 
 
@@ -30,10 +26,15 @@ def send_logs_to_file(settings: Settings, *, is_attached: bool = False) -> Path:
     (JSON unless MIXER_LOG_FORMAT=text); returns the file's path.
 
     Raises:
-        OSError: the file cannot be created or opened.
+        OSError: the file cannot be created or opened, or is a named pipe.
     """
     path = log_file(settings, is_attached=is_attached)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Opening a named pipe for writing waits for a reader, for ever if none comes,
+    # before the console has drawn anything.
+    if path.is_fifo():
+        raise OSError(f"{path} is a named pipe; the console logs to a file")
+
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(
         TextEventFormatter() if settings.log_format == "text" else JsonEventFormatter()

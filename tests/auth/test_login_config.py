@@ -83,6 +83,10 @@ def test_github_login_without_allow_list_is_refused() -> None:
         ("MIXER_LEASE_TTL", "0"),
         ("MIXER_LEASE_TTL", "forever"),
         ("MIXER_HTTP_PORT", "65536"),
+        # Not UTF-8 (a surrogate escape): the login page answered 500.
+        ("MIXER_GITHUB_URL", "http://github.example.com/\udcff"),
+        ("MIXER_PUBLIC_URL", "http://relay.studio:12801/\udcff"),
+        ("MIXER_PUBLIC_URL", "http://[::1"),
     ],
 )
 def test_bad_login_value_is_refused(variable: str, value: str) -> None:

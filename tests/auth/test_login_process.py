@@ -87,4 +87,4 @@ def test_login_command_refuses_a_relay_that_is_not_a_url() -> None:
     )
 
     assert result.returncode == 2
-    assert "http(s) address" in result.stderr
+    assert "must be an http:// or https:// address" in result.stderr

@@ -431,6 +431,10 @@ def test_room_export_onto_the_database_is_refused(
         ("raft.journal", "own Raft file"),
         ("raft.snapshot.tmp", "own Raft file"),
         ("bulk/0123abcd", "a large command's bytes"),
+        # Replaced, a running console logged on into the unlinked file; left, the
+        # next console appended its log lines to the room file.
+        ("console.log", "the console's log"),
+        ("console-attached.log", "the console's log"),
     ],
 )
 def test_room_export_onto_the_folders_other_files_is_refused(
