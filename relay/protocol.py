@@ -270,6 +270,9 @@ def parse_json_object(text: str) -> dict[str, Any]:
     Raises:
         MalformedPayload: the text is not JSON, not an object, or nested too deep.
     """
+    # Known limit: NaN and Infinity are taken, as Python's json (and so the
+    # original broadcaster) takes them, and passed on in LIST_CLIENTS, LIST_ROOMS
+    # and the updates, where a strict JSON parser refuses the whole answer.
     try:
         value = json.loads(text)
     except RecursionError:

@@ -53,6 +53,10 @@ def detach_from_gone_terminals() -> bool:
     return True
 
 
+# Known limit: a terminal that stops reading without hanging up (a stalled SSH
+# connection) blocks the write here, and a stop signal then waits in Textual's
+# stop, with the relay no longer listening and its store not closed, until the
+# terminal drains or hangs up.
 class TerminalOutput:
     """The file Textual's writer thread (its only user) writes to: the terminal
     until it hangs up, then nothing, after raising SIGHUP once in this process.
