@@ -10,13 +10,20 @@ into the SIGHUP the console already stops on, so the stop is the graceful one.
 """
 
 import errno
+import logging
 import os
+import queue
 import signal
 import termios
 from typing import IO, Any
 
 from textual.app import App
 from textual.drivers.linux_driver import LinuxDriver
+
+log = logging.getLogger(__name__)
+
+# How long a stopping console waits for a terminal that does not read.
+CLOSE_SECONDS = 2.0
 
 
 def is_terminal_gone(fd: int = 0) -> bool:
@@ -53,10 +60,6 @@ def detach_from_gone_terminals() -> bool:
     return True
 
 
-# Known limit: a terminal that stops reading without hanging up (a stalled SSH
-# connection) blocks the write here, and a stop signal then waits in Textual's
-# stop, with the relay no longer listening and its store not closed, until the
-# terminal drains or hangs up.
 class TerminalOutput:
     """The file Textual's writer thread (its only user) writes to: the terminal
     until it hangs up, then nothing, after raising SIGHUP once in this process.
@@ -111,16 +114,62 @@ def report_hangup() -> None:
 
 class HangupSafeDriver(LinuxDriver):
     """Textual's Linux driver, but a terminal that hangs up stops the app
-    through SIGHUP instead of killing the driver's threads."""
+    through SIGHUP instead of killing the driver's threads, and one that stops
+    reading (a stalled SSH connection) never holds up the event loop.
+
+    Textual's writes wait for room in its writer thread's queue. A terminal
+    that stops reading without hanging up fills it within seconds, and then
+    every write waits: the whole event loop, so the hosted relay too, stopped
+    serving its artists 17 s after the terminal stalled, and a stop signal
+    waited for ever. Here output that finds no room is dropped, and the whole
+    screen is drawn again once the terminal reads again.
+    """
 
     def __init__(self, app: App[Any], **options: Any) -> None:
         super().__init__(app, **options)
+        self._is_dropping = False
 
-        # Known limit: this replaces LinuxDriver's private output file (Textual
-        # 8), so a Textual release that renames it loses the protection.
+        # Known limit: this replaces LinuxDriver's private output file and uses
+        # its writer thread's private queue (Textual 8), so a Textual release
+        # that renames them loses the protection.
         if self._file is not None:
             # A file in every way the writer thread uses one.
             self._file = TerminalOutput(self._file)  # type: ignore[assignment]
+
+    def write(self, data: str) -> None:
+        """Queue ``data`` for the terminal, or drop it if the terminal has not
+        read what is queued already."""
+        writer = self._writer_thread
+        assert writer is not None, "Driver must be in application mode"
+        try:
+            writer._queue.put_nowait(data)
+        except queue.Full:
+            if not self._is_dropping:
+                self._is_dropping = True
+                log.warning("console.terminal_stalled")
+
+            return
+
+        if self._is_dropping:
+            self._is_dropping = False
+            log.info("console.terminal_resumed")
+            # What was dropped left the terminal's screen out of date.
+            self._app.call_later(self._app.refresh, layout=True)
+
+    def close(self) -> None:
+        """Stop the writer thread, waiting at most CLOSE_SECONDS for a terminal
+        that does not read (the thread is a daemon: it ends with the process)."""
+        writer = self._writer_thread
+        if writer is None:
+            return
+
+        try:
+            writer._queue.put(None, timeout=CLOSE_SECONDS)
+        except queue.Full:
+            log.warning("console.terminal_abandoned")
+            return
+
+        writer.join(timeout=CLOSE_SECONDS)
 
     def resume_application_mode(self) -> None:
         """Take the terminal again after a stop (SIGCONT), unless it is gone."""

@@ -5,7 +5,9 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from typing import IO
 import pytest
 
 from mixer_console.console.terminal import TerminalOutput, is_terminal_gone
+from relay.messages import MessageType
+from relay.protocol import encode_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_TIMEOUT = 20.0
@@ -210,3 +214,90 @@ def test_console_whose_keyboard_terminal_hangs_up_stops(tmp_path: Path) -> None:
     assert "console.terminal_gone" in events
     assert stopped and stopped[-1]["store_flushed"] is True
     assert b"\x1b[?1049l" in drawn[hung_up_at:]
+
+
+def read_for(master: int, seconds: float) -> bytes:
+    """What the console draws on ``master`` during ``seconds``."""
+    drawn = bytearray()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([master], [], [], 0.05)
+        if readable:
+            try:
+                drawn += os.read(master, 65536)
+            except OSError:
+                break
+
+    return bytes(drawn)
+
+
+def round_trip_seconds(port: int) -> float:
+    """How long the hosted relay takes to answer a LIST_ROOMS (a new client)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(encode_frame(MessageType.LIST_ROOMS))
+        assert client.recv(65536), "the relay closed the connection"
+
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_terminal_that_stops_reading_holds_up_neither_the_relay_nor_the_stop(
+    tmp_path: Path,
+) -> None:
+    """Regression: a terminal that stops reading without hanging up (a stalled
+    SSH connection) filled Textual's output queue, and then every write waited:
+    17 s after the stall the hosted relay answered no artist, and SIGTERM did
+    not stop it. Now the console drops output while the terminal does not read
+    (logged once), the relay goes on answering, the screen is drawn again when
+    the terminal reads again, and a stop signal stops it gracefully."""
+    master, slave = terminal_of_80x24()
+    log_file = tmp_path / "data" / "console.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixer_console", *LOCAL_ANY_PORT],
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(tmp_path / "data")},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while not any(e["event"] == "relay.started" for e in logged_events(log_file)):
+            assert time.monotonic() < deadline, "the console never started"
+            read_for(master, 0.1)
+
+        started = next(
+            e for e in logged_events(log_file) if e["event"] == "relay.started"
+        )
+        port = int(str(started["port"]))
+        # The screen changes every second (rates, CPU): its output piles up.
+        deadline = time.monotonic() + 90
+        while "console.terminal_stalled" not in [
+            e["event"] for e in logged_events(log_file)
+        ]:
+            assert time.monotonic() < deadline, "the terminal never filled up"
+            round_trip_seconds(port)
+            time.sleep(0.5)
+
+        stalled_round_trips = [round_trip_seconds(port) for _ in range(5)]
+        redrawn = read_for(master, 5)
+        os.kill(process.pid, signal.SIGTERM)
+        status = process.wait(timeout=EXIT_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=EXIT_TIMEOUT)
+
+        os.close(master)
+
+    events = [event["event"] for event in logged_events(log_file)]
+    stopped = [e for e in logged_events(log_file) if e["event"] == "relay.stopped"]
+
+    assert max(stalled_round_trips) < 5
+    assert "console.terminal_resumed" in events
+    assert b"Rooms [1]" in redrawn
+    assert status == 0
+    assert stopped and stopped[-1]["store_flushed"] is True
