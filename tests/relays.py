@@ -1,14 +1,30 @@
-"""A real relay run in-process, with its store in a real SQLite file."""
+"""A real relay run in-process, with its store in a real SQLite file, and the
+environment of one run as a process."""
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 
 from relay.build import build_relay
 from relay.config import Settings
 from relay.server import RelayServer, open_store
+
+
+def headless_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a ``mixer-console --no-ui`` process on 127.0.0.1, on
+    free ports, keeping its rooms in ``data_dir`` and logging JSON lines."""
+    return {
+        **os.environ,
+        "MIXER_DATA_DIR": str(data_dir),
+        "MIXER_HOST": "127.0.0.1",
+        "MIXER_PORT": "0",
+        "MIXER_HTTP_PORT": "0",
+        "MIXER_LOG_FORMAT": "json",
+    }
 
 
 @asynccontextmanager

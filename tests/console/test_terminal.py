@@ -14,7 +14,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -165,6 +165,40 @@ def logged_events(log_file: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log_file.read_text().splitlines()]
 
 
+def start_console(
+    tmp_path: Path, keyboard: int, screen: int
+) -> subprocess.Popen[bytes]:
+    """The console hosting a relay, reading keys from ``keyboard`` and drawing
+    on ``screen`` (slave ends of pseudo-terminals, closed here once it has
+    them)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixer_console", *LOCAL_ANY_PORT],
+        cwd=ROOT,
+        env={**os.environ, "MIXER_DATA_DIR": str(tmp_path / "data")},
+        stdin=keyboard,
+        stdout=screen,
+        stderr=screen,
+        start_new_session=True,
+    )
+    for fd in {keyboard, screen}:
+        os.close(fd)
+
+    return process
+
+
+def wait_until_started(log_file: Path, pause: Callable[[], object]) -> int:
+    """The hosted relay's port, once its log says it started; ``pause`` runs
+    between two looks."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    while True:
+        for event in logged_events(log_file):
+            if event["event"] == "relay.started":
+                return int(str(event["port"]))
+
+        assert time.monotonic() < deadline, "the console never started"
+        pause()
+
+
 @pytest.mark.slow
 def test_console_whose_keyboard_terminal_hangs_up_stops(tmp_path: Path) -> None:
     """Regression: a console reading keys from a terminal that hung up while it
@@ -177,22 +211,9 @@ def test_console_whose_keyboard_terminal_hangs_up_stops(tmp_path: Path) -> None:
     drawer = threading.Thread(target=drain, args=(screen, drawn), daemon=True)
     log_file = tmp_path / "data" / "console.log"
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mixer_console", *LOCAL_ANY_PORT],
-            cwd=ROOT,
-            env={**os.environ, "MIXER_DATA_DIR": str(tmp_path / "data")},
-            stdin=keyboard_slave,
-            stdout=screen_slave,
-            stderr=screen_slave,
-            start_new_session=True,
-        )
-        os.close(keyboard_slave)
-        os.close(screen_slave)
+        process = start_console(tmp_path, keyboard_slave, screen_slave)
         drawer.start()
-        deadline = time.monotonic() + EXIT_TIMEOUT
-        while not any(e["event"] == "relay.started" for e in logged_events(log_file)):
-            assert time.monotonic() < deadline, "the console never started"
-            time.sleep(0.1)
+        wait_until_started(log_file, lambda: time.sleep(0.1))
 
         hung_up_at = len(drawn)
         os.close(keyboard)
@@ -253,26 +274,9 @@ def test_a_terminal_that_stops_reading_holds_up_neither_the_relay_nor_the_stop(
     the terminal reads again, and a stop signal stops it gracefully."""
     master, slave = terminal_of_80x24()
     log_file = tmp_path / "data" / "console.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mixer_console", *LOCAL_ANY_PORT],
-        cwd=ROOT,
-        env={**os.environ, "MIXER_DATA_DIR": str(tmp_path / "data")},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    process = start_console(tmp_path, slave, slave)
     try:
-        deadline = time.monotonic() + EXIT_TIMEOUT
-        while not any(e["event"] == "relay.started" for e in logged_events(log_file)):
-            assert time.monotonic() < deadline, "the console never started"
-            read_for(master, 0.1)
-
-        started = next(
-            e for e in logged_events(log_file) if e["event"] == "relay.started"
-        )
-        port = int(str(started["port"]))
+        port = wait_until_started(log_file, lambda: read_for(master, 0.1))
         # The screen changes every second (rates, CPU): its output piles up.
         deadline = time.monotonic() + 90
         while "console.terminal_stalled" not in [

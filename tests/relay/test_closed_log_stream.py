@@ -3,7 +3,6 @@
 without a log, instead of printing logging's traceback for every event after."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import anyio
 
 from tests.mixer_client import MixerClient
+from tests.relays import headless_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TIMEOUT = 20.0
@@ -31,14 +31,7 @@ def test_relay_goes_on_when_its_log_reader_is_gone(tmp_path: Path) -> None:
     relay = subprocess.Popen(
         [sys.executable, "-m", "mixer_console", "--no-ui"],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "MIXER_DATA_DIR": str(tmp_path / "data"),
-            "MIXER_HOST": "127.0.0.1",
-            "MIXER_PORT": "0",
-            "MIXER_HTTP_PORT": "0",
-            "MIXER_LOG_FORMAT": "json",
-        },
+        env=headless_env(tmp_path / "data"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,7 +3,6 @@ clients keep connecting: it logs the failing accepts once, not ten times a
 second, and says when accepts work again, for a client that then joins."""
 
 import json
-import os
 import resource
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import anyio
 
 from tests.mixer_client import MixerClient
+from tests.relays import headless_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DESCRIPTORS = 48
@@ -70,14 +70,7 @@ def test_relay_out_of_descriptors_logs_once_and_recovers(tmp_path: Path) -> None
         relay = subprocess.Popen(
             [sys.executable, "-m", "mixer_console", "--no-ui"],
             cwd=ROOT,
-            env={
-                **os.environ,
-                "MIXER_DATA_DIR": str(tmp_path / "data"),
-                "MIXER_HOST": "127.0.0.1",
-                "MIXER_PORT": "0",
-                "MIXER_HTTP_PORT": "0",
-                "MIXER_LOG_FORMAT": "json",
-            },
+            env=headless_env(tmp_path / "data"),
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_limit_descriptors,
