@@ -75,15 +75,20 @@ def run(
                 return EXIT_REFUSED
 
             out.write(format_leases(leases))
-    elif body.get("revoked"):
-        lease = body["revoked"]
-        out.write(
-            f"revoked the lease of {lease['login']} on {lease['address']}; its "
-            "connections are closed\n"
-        )
     else:
-        err.write(f"mixer-console: no lease for {arguments.address}\n")
-        return EXIT_NO_LEASE
+        revoked = _revoked(body)
+        if revoked is None:
+            err.write(f"mixer-console: {relay} did not answer with a revocation\n")
+            return EXIT_REFUSED
+
+        if not revoked:
+            err.write(f"mixer-console: no lease for {arguments.address}\n")
+            return EXIT_NO_LEASE
+
+        login, address = revoked
+        out.write(
+            f"revoked the lease of {login} on {address}; its connections are closed\n"
+        )
 
     return EXIT_OK
 
@@ -93,6 +98,22 @@ def _json(response: httpx2.Response) -> Any:
         return response.json()
     except ValueError:
         return {}
+
+
+def _revoked(body: Any) -> tuple[str, str] | tuple[()] | None:
+    """The login and address of the lease the relay says it revoked, () when it
+    says there was none, or None when the answer is not a revocation."""
+    if not isinstance(body, dict):
+        return None
+
+    lease = body.get("revoked")
+    if not lease:
+        return ()
+
+    if not isinstance(lease, dict) or not {"login", "address"} <= lease.keys():
+        return None
+
+    return str(lease["login"]), str(lease["address"])
 
 
 def _leases(body: Any) -> list[LeaseRecord] | None:

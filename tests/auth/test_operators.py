@@ -145,8 +145,9 @@ async def test_revoked_address_cannot_reconnect(login_relay: LoginRelay) -> None
 
 
 class LeasesAnswer(http.server.BaseHTTPRequestHandler):
-    """A server at --relay that answers /admin/leases with something else than
-    a list of leases (an older relay, a proxy, another service)."""
+    """A server at --relay that answers /admin/leases, and the revocation,
+    with something else than the relay does (an older relay, a proxy, another
+    service)."""
 
     answers: ClassVar[dict[str, bytes]] = {
         "/not-a-list": b'{"leases": []}',
@@ -155,8 +156,20 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
         b'"soon", "expires_at": [], "via": "browser"}]',
     }
 
+    revocations: ClassVar[dict[str, bytes]] = {
+        "/a-list": b"[]",
+        "/not-an-object": b'{"revoked": "yes"}',
+        "/missing-fields": b'{"revoked": {"login": "ada"}}',
+    }
+
     def do_GET(self) -> None:
-        body = self.answers[self.path.removesuffix("/admin/leases")]
+        self._answer(self.answers[self.path.removesuffix("/admin/leases")])
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer(self.revocations[self.path.removesuffix("/admin/leases/revoke")])
+
+    def _answer(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -200,4 +213,29 @@ def test_an_answer_that_is_not_leases_is_a_clear_error(
 
     assert result.returncode == 7
     assert f"{url} did not answer with leases" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(LeasesAnswer.revocations))
+def test_a_revocation_answer_that_is_not_one_is_a_clear_error(
+    leases_answer: str, path: str
+) -> None:
+    """``lease revoke --relay`` at a server whose answer is JSON but not a
+    revocation says so and exits 7, without a traceback."""
+    url = leases_answer + path
+    env = {**os.environ, "MIXER_OPERATOR_TOKEN": "gho_anything"}
+    revoke = ["lease", "revoke", "10.0.0.5", "--relay", url]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer_console", *revoke],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 7, result.stderr
+    assert f"{url} did not answer with a revocation" in result.stderr
     assert "Traceback" not in result.stderr
