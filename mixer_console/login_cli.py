@@ -98,6 +98,13 @@ async def device_login(relay: str, out: TextIO) -> int:
         except httpx2.HTTPError as exc:
             out.write(f"login failed: the relay at {relay} cannot be reached: {exc}\n")
             return EXIT_LOGIN
+        except (KeyError, TypeError, ValueError):
+            # A field missing or of the wrong kind: another server answers there.
+            out.write(
+                f"login failed: {relay} did not answer as a mixer-console relay "
+                "does; is it the relay's HTTP address?\n"
+            )
+            return EXIT_LOGIN
 
 
 async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:

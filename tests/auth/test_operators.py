@@ -165,9 +165,19 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(self.answers[self.path.removesuffix("/admin/leases")])
 
+    logins: ClassVar[dict[str, bytes]] = {
+        "/code-only": b'{"user_code": "WDJB-MJHT"}',
+        "/bad-interval": b'{"user_code": "WDJB-MJHT", "verification_uri": "x", '
+        b'"expires_in": "soon", "interval": 5, "login_id": "1"}',
+    }
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self._answer(self.revocations[self.path.removesuffix("/admin/leases/revoke")])
+        if self.path.endswith("/login/device"):
+            self._answer(self.logins[self.path.removesuffix("/login/device")])
+        else:
+            revocation = self.path.removesuffix("/admin/leases/revoke")
+            self._answer(self.revocations[revocation])
 
     def _answer(self, body: bytes) -> None:
         self.send_response(200)
@@ -238,4 +248,26 @@ def test_a_revocation_answer_that_is_not_one_is_a_clear_error(
 
     assert result.returncode == 7, result.stderr
     assert f"{url} did not answer with a revocation" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(LeasesAnswer.logins))
+def test_a_device_login_answer_that_is_not_one_is_a_clear_error(
+    leases_answer: str, path: str
+) -> None:
+    """``login --relay`` at a server whose answer to the device login is JSON
+    but not the relay's says so and exits 7, without a traceback."""
+    url = leases_answer + path
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer_console", "login", "--relay", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 7, result.stderr
+    assert f"{url} did not answer as a mixer-console relay" in result.stdout
     assert "Traceback" not in result.stderr
