@@ -114,6 +114,23 @@ def _stop_during_startup(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _end_at_once_on_stop_signals(command: str) -> None:
+    """Make a stop signal end the process at once, with status 130 and a line
+    saying so: for the commands that only wait for a running relay or node,
+    which have nothing to undo. Raised as KeyboardInterrupt inside the HTTP
+    client, at whatever point it was, the stop could leave the client's
+    connection pool locked, and its close then waited for ever (seen once in a
+    CI run of tests/test_interrupted_commands.py)."""
+    message = f"mixer-console: {command} interrupted\n".encode()
+
+    def end(signum: int, frame: object) -> None:
+        os.write(sys.stderr.fileno(), message)
+        os._exit(admin_cli.EXIT_INTERRUPTED)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, end)
+
+
 def _refuse_relay_options(
     parser: argparse.ArgumentParser, arguments: argparse.Namespace
 ) -> None:
@@ -175,6 +192,9 @@ def _run_admin(
         _refuse_relay_options(parser, arguments)
         if arguments.command == "login":
             return login_cli.run(arguments, sys.stdout, sys.stderr)
+
+        if arguments.command == "cluster" or getattr(arguments, "relay", None):
+            _end_at_once_on_stop_signals(arguments.command)
 
         return admin_cli.run(arguments)
     except KeyboardInterrupt:
