@@ -202,6 +202,19 @@ def leases_answer() -> Iterator[str]:
     thread.join(timeout=10)
 
 
+def run_against(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``mixer-console`` with an operator token set, to its end (bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mixer_console", *argv],
+        cwd=ROOT,
+        env={**os.environ, "MIXER_OPERATOR_TOKEN": "gho_anything"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("path", sorted(LeasesAnswer.answers))
 def test_an_answer_that_is_not_leases_is_a_clear_error(
     leases_answer: str, path: str
@@ -209,17 +222,8 @@ def test_an_answer_that_is_not_leases_is_a_clear_error(
     """``leases --relay`` at a server whose answer is JSON but not leases says so
     and exits 7, without a traceback."""
     url = leases_answer + path
-    env = {**os.environ, "MIXER_OPERATOR_TOKEN": "gho_anything"}
 
-    result = subprocess.run(
-        [sys.executable, "-m", "mixer_console", "leases", "--relay", url],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_against("leases", "--relay", url)
 
     assert result.returncode == 7
     assert f"{url} did not answer with leases" in result.stderr
@@ -233,18 +237,8 @@ def test_a_revocation_answer_that_is_not_one_is_a_clear_error(
     """``lease revoke --relay`` at a server whose answer is JSON but not a
     revocation says so and exits 7, without a traceback."""
     url = leases_answer + path
-    env = {**os.environ, "MIXER_OPERATOR_TOKEN": "gho_anything"}
-    revoke = ["lease", "revoke", "10.0.0.5", "--relay", url]
 
-    result = subprocess.run(
-        [sys.executable, "-m", "mixer_console", *revoke],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_against("lease", "revoke", "10.0.0.5", "--relay", url)
 
     assert result.returncode == 7, result.stderr
     assert f"{url} did not answer with a revocation" in result.stderr
@@ -259,14 +253,7 @@ def test_a_device_login_answer_that_is_not_one_is_a_clear_error(
     but not the relay's says so and exits 7, without a traceback."""
     url = leases_answer + path
 
-    result = subprocess.run(
-        [sys.executable, "-m", "mixer_console", "login", "--relay", url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_against("login", "--relay", url)
 
     assert result.returncode == 7, result.stderr
     assert f"{url} did not answer as a mixer-console relay" in result.stdout
