@@ -334,6 +334,11 @@ class History:
         if after_seq < self._stored_until and self._store is not None:
             end = min(until_seq, self._stored_until)
             stored = await self._store.read(self._room_id, after_seq, end, max_bytes)
+            # A merge or a rewind may have removed some of them during the read.
+            still_stored = self._stored_until
+            if stored and stored[-1].seq > still_stored:
+                stored = [command for command in stored if command.seq <= still_stored]
+
             if not stored:
                 return [], end
 
@@ -361,6 +366,10 @@ class History:
         self._byte_size -= last.size
         if self._recent and self._recent[-1].seq == last.seq:
             self._recent.pop()
+        elif last.seq <= self._stored_until:
+            # Written already, it stays in SQLite until the store has removed it:
+            # readers stop short of it, then read on from memory.
+            self._stored_until = last.seq - 1
 
         if self._store is not None:
             self._store.remove(last.seq)

@@ -1,0 +1,127 @@
+"""The merge rule against a command the store has already written: its removal
+waits in the store's queue, and a joiner arriving meanwhile must not read the
+replaced command from SQLite (found by wire7: 40 of 40 joiners got both)."""
+
+import sqlite3
+from pathlib import Path
+
+import anyio.lowlevel
+import anyio.to_thread
+
+from relay.config import Settings
+from relay.history import History
+from relay.protocol import FrameDecoder
+from store.store import DATABASE_NAME
+from tests.mixer_client import MixerClient, room_command
+from tests.relays import running_relay
+from tests.store.stored_rows import command_rows
+
+DRAG = 201  # a mergeable type: its payload starts with the object's path
+
+
+def drag_to(position: bytes) -> bytes:
+    """A move of one object: each replaces the one before in the history."""
+    path = b"/Cube"
+    return room_command(DRAG, len(path).to_bytes(4, "little") + path + position)
+
+
+async def until_written(history: History) -> None:
+    """Wait until the relay has let go of the commands its store wrote: only
+    SQLite holds them then."""
+    for _ in range(1000):
+        if not history.has_unwritten:
+            return
+
+        await anyio.sleep(0.01)
+
+    raise AssertionError("the store did not write the history in 10 s")
+
+
+async def test_a_joiner_never_reads_a_command_merged_away_but_not_yet_removed(
+    tmp_path: Path,
+) -> None:
+    """The store holds the first move; while another connection holds SQLite's
+    write lock, the second move replaces it and a client joins: the joiner gets
+    the second move only, once, as LIST_ROOMS counts one command; the store then
+    ends with that one command."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        room_update_interval=0.01,
+        data_dir=tmp_path / "data",
+        store_flush_interval=0.01,
+    )
+    async with running_relay(settings) as server:
+        mover = await MixerClient.connect(server.port)
+        joiner = await MixerClient.connect(server.port)
+        await mover.handshake("mover")
+        await joiner.handshake("joiner")
+        await mover.create_room("scene", commands=[drag_to(b"x=1")])
+        history = server.broadcaster.rooms["scene"].history
+        await until_written(history)
+
+        writer = sqlite3.connect(settings.data_dir / DATABASE_NAME, timeout=10)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # the removal must wait for it
+            await mover.send_raw(drag_to(b"x=2"))
+            await mover.sync()
+            replayed = await joiner.join_room("scene")
+            rooms = await joiner.list_rooms()
+        finally:
+            writer.rollback()
+            writer.close()
+
+        assert [bytes(frame.wire) for frame in replayed] == [drag_to(b"x=2")]
+        assert rooms["scene"]["command_count"] == 1
+        store = server.broadcaster.store
+        assert store is not None
+        assert await anyio.to_thread.run_sync(store.journal.flush, 10)
+        with sqlite3.connect(settings.data_dir / DATABASE_NAME) as reader:
+            stored = [row[4] for row in command_rows(reader)]
+
+        assert stored == [drag_to(b"x=2")]
+        await mover.aclose()
+        await joiner.aclose()
+
+
+async def test_a_merge_during_a_history_read_drops_the_replaced_command(
+    tmp_path: Path,
+) -> None:
+    """A read of the stored history that is under way when the merge rule
+    replaces its newest command does not return that command."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path / "data",
+        store_flush_interval=0.01,
+    )
+    async with running_relay(settings) as server:
+        mover = await MixerClient.connect(server.port)
+        await mover.handshake("mover")
+        first_moves = [drag_to(b"x=1"), room_command(DRAG + 1, b"other")]
+        await mover.create_room("scene", commands=[*first_moves, drag_to(b"x=2")])
+        history = server.broadcaster.rooms["scene"].history
+        await until_written(history)
+
+        writer = sqlite3.connect(settings.data_dir / DATABASE_NAME, timeout=10)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            results: list[tuple[list[bytes], int]] = []
+
+            async def read_all() -> None:
+                frames, cursor = await history.read(0, history.last_seq, 1 << 20)
+                results.append(([bytes(wire) for wire in frames], cursor))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read_all)
+                await anyio.lowlevel.checkpoint()  # the read now waits for the store
+                history.append(FrameDecoder(1 << 20).feed(drag_to(b"x=3"))[0])
+        finally:
+            writer.rollback()
+            writer.close()
+
+        [(frames, cursor)] = results
+        assert frames == first_moves
+        rest, _ = await history.read(cursor, history.last_seq, 1 << 20)
+        assert [bytes(wire) for wire in rest] == [drag_to(b"x=3")]
+        await mover.aclose()
