@@ -1,5 +1,10 @@
 """The relay's exceptions, rooted in :class:`RelayError`."""
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relay.protocol import Frame
+
 
 class RelayError(Exception):
     """Root of every error the relay raises on purpose."""
@@ -14,14 +19,20 @@ class ProtocolViolation(RelayError):
 
 
 class FrameTooLarge(ProtocolViolation):
-    """Raised when a frame header declares a payload above the configured maximum."""
+    """Raised when a frame header declares a payload above the configured maximum.
 
-    def __init__(self, declared: int, maximum: int) -> None:
+    Attributes:
+        frames: the whole frames that came before that header in the same bytes
+            which are as valid as any others.
+    """
+
+    def __init__(self, declared: int, maximum: int, frames: "list[Frame]") -> None:
         super().__init__(
             f"frame declares {declared} payload bytes, the limit is {maximum}"
         )
         self.declared = declared
         self.maximum = maximum
+        self.frames = frames
 
 
 class MalformedPayload(ProtocolViolation):

@@ -118,7 +118,8 @@ class FrameDecoder:
 
         Raises:
             FrameTooLarge: a header declares a payload above the limit; the stream
-                cannot be followed any further.
+                cannot be followed any further. The frames these bytes completed
+                before that header come with it.
         """
         if self._large is not None:
             return self._grow_large(nbytes)
@@ -136,7 +137,11 @@ class FrameDecoder:
             count = min(len(target), len(source))
             target[:count] = source[:count]
             source = source[count:]
-            frames.extend(self.received(count))
+            try:
+                frames.extend(self.received(count))
+            except FrameTooLarge as exc:
+                exc.frames[:0] = frames
+                raise
 
         return frames
 
@@ -158,7 +163,7 @@ class FrameDecoder:
         while self._end - self._start >= HEADER.size:
             size, command_id, kind = HEADER.unpack_from(self._chunk, self._start)
             if size > self._max_payload:
-                raise FrameTooLarge(size, self._max_payload)
+                raise FrameTooLarge(size, self._max_payload, frames)
 
             total = HEADER.size + size
             available = self._end - self._start

@@ -334,6 +334,7 @@ class Session:
             try:
                 frames = decoder.received(count)
             except FrameTooLarge as exc:
+                self._broadcaster.handle_all(self.client, exc.frames, time.time())
                 self._broadcaster.send_error(self.client, f"frame refused: {exc}")
                 self._drop_reason = f"frame too large: {exc}"
                 return self._drop_reason, True

@@ -395,6 +395,27 @@ async def test_session_huge_declared_length_is_refused_without_allocating(
     assert "frame too large" in dropped[0]
 
 
+async def test_session_commands_before_a_huge_length_still_reach_the_room(
+    relay: RelayServer, connect: Connect
+) -> None:
+    """A room command that arrives in the same read as a header declaring too
+    much is relayed before the sender is refused, as it is when the two arrive
+    apart (wire7: it was lost)."""
+    sender = await connect()
+    member = await connect()
+    await sender.handshake("sender")
+    await member.handshake("member")
+    await sender.create_room("room")
+    await member.join_room("room")
+    too_large = HEADER.pack(relay.settings.max_frame_bytes + 1, 0, 150)
+
+    await sender.send_raw(encode_frame(150, b"precious") + too_large)
+
+    assert await sender.expect_error(timeout=WAIT)
+    relayed = await member.expect(150, timeout=WAIT)
+    assert bytes(relayed.payload) == b"precious"
+
+
 PROBES = {
     "http": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:12800\r\nUser-Agent: curl/8\r\n\r\n",
     "tls": bytes.fromhex("160301020001000001fc0303") + os.urandom(32),

@@ -97,6 +97,18 @@ def test_decoder_refuses_huge_length_before_allocating() -> None:
     assert caught.value.declared == 2**63
 
 
+def test_decoder_too_large_keeps_the_whole_frames_before_it() -> None:
+    """Frames completed in the same bytes as a refused header come with the
+    refusal, in order: how TCP split the writes must not decide their fate."""
+    decoder = FrameDecoder(max_payload=100)
+    before = [encode_frame(150, b"first"), encode_frame(4)]
+
+    with pytest.raises(FrameTooLarge) as caught:
+        decoder.feed(b"".join(before) + HEADER.pack(101, 0, 150))
+
+    assert [frame.wire for frame in caught.value.frames] == before
+
+
 def test_decoder_accepts_payload_at_the_limit() -> None:
     """A payload of exactly the maximum size passes."""
     frames = FrameDecoder(max_payload=10).feed(encode_frame(140, b"0123456789"))
