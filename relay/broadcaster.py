@@ -332,6 +332,15 @@ class Broadcaster:
         """Wait until some room's command_count or byte_size changed."""
         await self._rooms_with_new_statistics.wait()
 
+    def _publish_statistics_of(self, room: Room) -> None:
+        """Send the room's command_count and byte_size now, if they changed since
+        the last update: before it becomes joinable, since the add-on of a
+        joiner that reacts at once divides by byte_size for its progress bar."""
+        if self._rooms_with_new_statistics.unmark(room):
+            self._send_to_all(
+                _json_frame(MessageType.ROOM_UPDATE, {room.name: room.statistics()})
+            )
+
     def publish_statistics(self) -> None:
         """Send one ROOM_UPDATE with the latest command_count and byte_size of each
         room that changed since the last call."""
@@ -586,6 +595,7 @@ class Broadcaster:
             "room.joinable",
             extra={"room": room.name, "command_count": len(room.history)},
         )
+        self._publish_statistics_of(room)
         self._send_to_all(
             _json_frame(MessageType.ROOM_UPDATE, {room.name: {"joinable": True}})
         )
@@ -928,6 +938,7 @@ class Broadcaster:
         if record.joinable != room.is_joinable:
             room.is_joinable = changed["joinable"] = record.joinable
             room.creator = None
+            self._publish_statistics_of(room)
 
         changed.update(
             _merge_custom(room.custom, record.custom, RESERVED_ROOM_ATTRIBUTES)

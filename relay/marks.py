@@ -28,9 +28,9 @@ class RoomMarks:
 
             self._rooms[room.name] = room
 
-    def unmark(self, room: Room) -> None:
-        """Forget a room's mark (it was deleted)."""
-        self._rooms.pop(room.name, None)
+    def unmark(self, room: Room) -> bool:
+        """Forget a room's mark; return whether it was marked."""
+        return self._rooms.pop(room.name, None) is not None
 
     async def wait(self) -> None:
         """Wait until some room is marked."""

@@ -5,15 +5,18 @@ for how "nothing else arrived" is checked.
 """
 
 import struct
+from typing import Any
 
 import pytest
 
+from relay.config import Settings
 from relay.messages import MessageType
 from relay.protocol import (
     encode_bool,
+    encode_frame,
     encode_string,
 )
-from tests.mixer_client import join_payload, room_command
+from tests.mixer_client import join_payload, json_of, room_command
 from tests.relay.flows import (
     ROOM,
     Connect,
@@ -74,6 +77,35 @@ async def test_content_makes_room_joinable(connect: Connect) -> None:
     assert summary(to_creator) == joinable
     assert summary(to_outsider)[-1:] == joinable
     assert (await outsider.list_rooms())[ROOM]["joinable"] is True
+
+
+@pytest.mark.parametrize(
+    "relay_settings",
+    [Settings(host="127.0.0.1", port=0, room_update_interval=30, admin_socket="off")],
+    ids=["statistics-every-30s"],
+)
+async def test_joinable_room_is_announced_with_its_size(connect: Connect) -> None:
+    """Whoever sees a room become joinable knows its command_count and
+    byte_size by then, however long the statistics timer: the add-on of a
+    joiner that reacts at once divides by byte_size for its progress bar
+    (wire7: it saw 0 until the timer's update, behind the history)."""
+    creator, outsider = await open_clients(connect, 2)
+    await creator.send(MessageType.JOIN_ROOM, join_payload(ROOM))
+    await creator.expect(MessageType.JOIN_ROOM)
+    await creator.expect(MessageType.CONTENT)
+    upload = scene(2)
+
+    await creator.send_raw(b"".join(upload) + encode_frame(MessageType.CONTENT))
+    seen: dict[str, Any] = {}
+    for frame in await outsider.sync():
+        if frame.kind == MessageType.ROOM_UPDATE:
+            seen.update(json_of(frame).get(ROOM, {}))
+            if seen.get("joinable"):
+                break
+
+    assert seen["joinable"] is True
+    assert seen["command_count"] == 2
+    assert seen["byte_size"] == sum(map(len, upload))
 
 
 async def test_content_twice_refused(connect: Connect) -> None:
