@@ -1065,12 +1065,17 @@ def _merge_custom(
             continue
 
         old = current.get(key, _MISSING)
-        # Compared as JSON: in Python 1 == True == 1.0, and NaN != NaN.
-        if old is _MISSING or json.dumps(old) != json.dumps(value):
+        # Compared as JSON: in Python 1 == True == 1.0, and NaN != NaN; with keys
+        # sorted, as an object's key order means nothing.
+        if old is _MISSING or _json_text(old) != _json_text(value):
             current[key] = value
             changed[key] = value
 
     return changed
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _refusal_for_type(kind: int) -> str:

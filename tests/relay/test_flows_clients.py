@@ -19,6 +19,7 @@ from tests.relay.flows import (
     room_attributes,
     room_with_members,
     scene,
+    settle,
     significant,
     summary,
 )
@@ -152,6 +153,36 @@ async def test_client_attributes_unchanged_broadcast_nothing(connect: Connect) -
 
     assert to_setter == []
     assert to_other == []
+
+
+async def test_attribute_objects_in_another_key_order_broadcast_nothing(
+    connect: Connect,
+) -> None:
+    """An object attribute sent again with its keys in another order (which
+    carries no meaning in JSON) is no change: no CLIENT_UPDATE, no ROOM_UPDATE
+    (wire7: ours sent one, the original none)."""
+    creator, outsider = await room_with_members(connect, 1, outsiders=1)
+    await creator.send(
+        MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES,
+        encode_json({"view": {"x": 1, "y": [2, {"a": 3, "b": 4}]}}),
+    )
+    await creator.send(
+        MessageType.SET_ROOM_CUSTOM_ATTRIBUTES,
+        encode_string(ROOM) + encode_json({"camera": {"near": 0.1, "far": 100}}),
+    )
+    await settle([creator, outsider])
+
+    await creator.send(
+        MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES,
+        encode_json({"view": {"y": [2, {"b": 4, "a": 3}], "x": 1}}),
+    )
+    await creator.send(
+        MessageType.SET_ROOM_CUSTOM_ATTRIBUTES,
+        encode_string(ROOM) + encode_json({"camera": {"far": 100, "near": 0.1}}),
+    )
+
+    assert significant(await creator.sync()) == []
+    assert significant(await outsider.sync()) == []
 
 
 async def test_client_attributes_reserved_keys_ignored(connect: Connect) -> None:
