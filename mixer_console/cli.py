@@ -30,6 +30,8 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
 EXIT_STORE = 4
+# The console ended on an error of its own (Textual showed it on the terminal).
+EXIT_CONSOLE_FAILED = 1
 # What a shell reports for a command ended by SIGPIPE (128 + 13).
 EXIT_OUTPUT_CLOSED = 141
 
@@ -177,8 +179,7 @@ def _run_attach(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
         sys.stderr.write(f"mixer-console: cannot write the log file: {exc}\n")
         return EXIT_STORE
 
-    run_attached_console(socket)
-    return EXIT_OK
+    return EXIT_CONSOLE_FAILED if run_attached_console(socket) else EXIT_OK
 
 
 def _run_admin(
@@ -285,12 +286,13 @@ def _run(arguments: argparse.Namespace) -> int:
 
             return EXIT_CANNOT_LISTEN
 
+        console_return_code = 0
         if arguments.no_ui:
             anyio.run(run_headless, server)
         else:
             from mixer_console.console.launch import run_hosted_console
 
-            run_hosted_console(server)
+            console_return_code = run_hosted_console(server)
     finally:
         if cluster is not None:
             cluster.close()
@@ -301,7 +303,7 @@ def _run(arguments: argparse.Namespace) -> int:
         "relay.stopped",
         extra={"store_flushed": is_flushed, "cluster_drained": server.cluster_drained},
     )
-    return EXIT_OK
+    return EXIT_CONSOLE_FAILED if console_return_code else EXIT_OK
 
 
 def _terminal_refusal(advice: str) -> str | None:

@@ -14,6 +14,8 @@ from relay.config import ATTACHED_CONSOLE_LOG_NAME, CONSOLE_LOG_NAME, Settings
 from relay.logs import JsonEventFormatter, TextEventFormatter
 from relay.server import RelayServer
 
+log = logging.getLogger(__name__)
+
 
 def log_file(settings: Settings, *, is_attached: bool = False) -> Path:
     """Where the console's process logs: the terminal belongs to the console."""
@@ -54,9 +56,14 @@ def operator_name() -> str:
         return "unknown"
 
 
-def run_hosted_console(server: RelayServer) -> None:
+def run_hosted_console(server: RelayServer) -> int:
     """Run the console with ``server`` (bound) inside it until the operator
-    quits or a stop signal arrives; the relay then stops gracefully."""
+    quits or a stop signal arrives; the relay then stops gracefully.
+
+    Returns:
+        The app's return code: 0, or 1 when it ended on an error of its own
+        (which Textual has shown on the terminal).
+    """
     app = MixerConsole(
         server.control,
         operator_name(),
@@ -69,14 +76,20 @@ def run_hosted_console(server: RelayServer) -> None:
     finally:
         server.close()
 
+    return _logged_return_code(app)
 
-def run_attached_console(socket: Path) -> None:
+
+def run_attached_console(socket: Path) -> int:
     """Run the console on the relay whose admin socket is ``socket`` until the
-    operator quits; a relay that stops is shown as such and found again."""
-    anyio.run(_attached, socket, backend="asyncio")
+    operator quits; a relay that stops is shown as such and found again.
+
+    Returns:
+        The app's return code, as :func:`run_hosted_console`.
+    """
+    return anyio.run(_attached, socket, backend="asyncio")
 
 
-async def _attached(socket: Path) -> None:
+async def _attached(socket: Path) -> int:
     client = AdminClient(socket)
     app = MixerConsole(
         client, operator_name(), f"attached {socket}", handle_signals=True
@@ -85,3 +98,14 @@ async def _attached(socket: Path) -> None:
         await app.run_async()
     finally:
         await client.aclose()
+
+    return _logged_return_code(app)
+
+
+def _logged_return_code(app: MixerConsole) -> int:
+    """The app's return code, logged as console.failed when it is not 0."""
+    return_code = app.return_code or 0
+    if return_code:
+        log.error("console.failed", extra={"return_code": return_code})
+
+    return return_code
