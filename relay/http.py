@@ -175,7 +175,11 @@ def create_app(
         else:
             response = await _finish(request, login, address)
 
-        response.delete_cookie(STATE_COOKIE, path="/login")
+        # Only the callback of this browser's own login ends it: a link with
+        # another state, opened meanwhile, must not spoil the login in progress.
+        if query.get("state") == request.cookies.get(STATE_COOKIE):
+            response.delete_cookie(STATE_COOKIE, path="/login")
+
         return response
 
     async def device_start(request: Request) -> Response:

@@ -121,3 +121,21 @@ async def test_login_only_ever_names_our_own_callback(login_relay: LoginRelay) -
     assert "evil" not in str(authorize)
     assert back.status_code == 200
     assert back.url.path == "/login/callback"
+
+
+async def test_a_foreign_callback_does_not_spoil_a_login_in_progress(
+    login_relay: LoginRelay,
+) -> None:
+    """A callback with some other state (a link on another site, opened by the
+    browser meanwhile) leaves the browser's state cookie alone, so its own
+    login still ends with a lease (auth7: the cookie was deleted)."""
+    async with login_relay.browser() as browser:
+        start = await browser.get("/login", follow_redirects=False)
+        authorize = await browser.get(start.headers["location"], follow_redirects=False)
+        foreign = await browser.get("/login/callback?code=junk&state=junk")
+        page = await browser.get(authorize.headers["location"])
+        lease = await browser.get("/login/lease")
+
+    assert foreign.status_code == 400
+    assert page.status_code == 200, page.text
+    assert lease.json()["login"] == "alice"
