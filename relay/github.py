@@ -12,11 +12,13 @@ device-code request below.
 """
 
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx2
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
@@ -32,8 +34,21 @@ DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 # else beyond the public profile.
 SCOPE = "read:org"
 
-# Seconds any one request to GitHub may take.
+# Seconds any one request to GitHub may take, all of it: httpx's own timeout
+# bounds each read, and an answer trickling a byte at a time passes every one.
 REQUEST_TIMEOUT = 10.0
+
+# Bytes any one answer from GitHub may hold; its real answers hold a few hundred,
+# and httpx would read a bigger one whole into memory.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+# The numbers a device login may name, in seconds (GitHub's are 900 and 5).
+MAX_DEVICE_EXPIRES_IN = 24 * 3600
+MAX_DEVICE_INTERVAL = 3600
+
+# What GitHub takes as a login: letters, digits and hyphens (39 at most), and,
+# on GitHub Enterprise, an underscore before a managed user's short code.
+GITHUB_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 USER_AGENT = "mixer-console"
 
@@ -85,6 +100,7 @@ class GitHub:
             verify=self._tls,
             # GitHub's API refuses requests without a User-Agent.
             headers={"User-Agent": USER_AGENT},
+            event_hooks={"response": [_bound_answer]},
         )
 
     async def authorization_url(self, state: str, code_verifier: str) -> str:
@@ -138,17 +154,28 @@ class GitHub:
             )
 
         try:
-            return DeviceCode(
+            code = DeviceCode(
                 device_code=str(body["device_code"]),
                 user_code=str(body["user_code"]),
                 verification_uri=str(body["verification_uri"]),
                 expires_in=int(body["expires_in"]),
                 interval=int(body.get("interval", DEFAULT_DEVICE_INTERVAL)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise LoginFailed(
                 "GitHub's device login answer lacks a field: " + str(exc)
             ) from None
+
+        if not (
+            0 < code.expires_in <= MAX_DEVICE_EXPIRES_IN
+            and 0 <= code.interval <= MAX_DEVICE_INTERVAL
+        ):
+            raise LoginFailed(
+                "GitHub's device login answer names an impossible expiry "
+                f"({code.expires_in} s) or interval ({code.interval} s)"
+            )
+
+        return code
 
     async def poll_device_login(self, device_code: str) -> DevicePoll:
         """Make one device token request.
@@ -199,6 +226,9 @@ class GitHub:
                 "a login"
             )
 
+        if not GITHUB_LOGIN.fullmatch(login):
+            raise LoginFailed("GitHub's user API answered with not a GitHub login")
+
         return login
 
     async def is_member(self, token: str, org: str) -> bool:
@@ -242,12 +272,51 @@ def is_plausible_token(token: str) -> bool:
     )
 
 
+class _AnswerTooLarge(Exception):
+    """GitHub's answer went past MAX_ANSWER_BYTES."""
+
+
+async def _bound_answer(response: httpx2.Response) -> None:
+    """Make ``response`` refuse its body past MAX_ANSWER_BYTES, as it arrives
+    (response hooks run before the body is read)."""
+    stream = response.stream
+    assert isinstance(stream, httpx2.AsyncByteStream)  # an async client's
+    response.stream = _BoundedStream(stream)
+
+
+class _BoundedStream(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self._stream:
+            received += len(chunk)
+            if received > MAX_ANSWER_BYTES:
+                raise _AnswerTooLarge
+
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Turn httpx's and authlib's errors into :class:`LoginFailed`, saying what
-    failed without the request's details (those can hold a code)."""
+    """Bound a request to GitHub at REQUEST_TIMEOUT in all, and turn httpx's and
+    authlib's errors into :class:`LoginFailed`, saying what failed without the
+    request's details (those can hold a code)."""
     try:
-        yield
+        with anyio.fail_after(REQUEST_TIMEOUT):
+            yield
+    except TimeoutError:
+        log.warning("github.too_slow", extra={"doing": what})
+        raise LoginFailed(f"{what}: GitHub took too long to answer") from None
+    except _AnswerTooLarge:
+        log.warning("github.answer_too_large", extra={"doing": what})
+        raise LoginFailed(
+            f"{what}: GitHub's answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ) from None
     except OAuthError as exc:
         raise LoginFailed(
             f"{what}: GitHub answered {exc.error}"
@@ -258,7 +327,7 @@ def _translated(what: str) -> Iterator[None]:
             "github.unreachable", extra={"error": type(exc).__name__, "doing": what}
         )
         raise LoginFailed(f"{what}: GitHub could not be reached") from None
-    except ValueError:
+    except (ValueError, OverflowError):
         raise LoginFailed(f"{what}: GitHub's answer is unreadable") from None
 
 

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,12 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from relay.config import Settings
@@ -70,6 +75,11 @@ class FakeGitHub:
     issued_codes: list[str] = field(default_factory=list)
     device_code_requests: list[dict[str, str]] = field(default_factory=list)
     """Headers of each device-code request."""
+    answers: dict[str, bytes] = field(default_factory=dict)
+    """Raw JSON bodies that replace an endpoint's answer, by path: the odd
+    numbers, broken text or sheer size of a GitHub that misbehaves."""
+    trickle_seconds: float = 0.0
+    """When set, a replaced answer comes one byte every this many seconds."""
     handed_out: "MemoryObjectSendStream[str] | None" = None
     """Where each user code handed out is sent, for tests to approve."""
     _codes: dict[str, _Code] = field(default_factory=dict)
@@ -104,15 +114,43 @@ class FakeGitHub:
         return next(d for d in self._devices.values() if d.user_code == user_code)
 
     def app(self) -> Starlette:
+        routes = [
+            ("/login/oauth/authorize", self._authorize, ["GET"]),
+            ("/login/oauth/access_token", self._token, ["POST"]),
+            ("/login/device/code", self._device_code, ["POST"]),
+            ("/api/v3/user", self._user, ["GET"]),
+            ("/api/v3/user/memberships/orgs/{org}", self._membership, ["GET"]),
+        ]
         return Starlette(
             routes=[
-                Route("/login/oauth/authorize", self._authorize),
-                Route("/login/oauth/access_token", self._token, methods=["POST"]),
-                Route("/login/device/code", self._device_code, methods=["POST"]),
-                Route("/api/v3/user", self._user),
-                Route("/api/v3/user/memberships/orgs/{org}", self._membership),
+                Route(path, self._replaceable(path, endpoint), methods=methods)
+                for path, endpoint, methods in routes
             ]
         )
+
+    def _replaceable(
+        self, path: str, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint``, unless :attr:`answers` replaces what ``path`` answers."""
+
+        async def answer(request: Request) -> Response:
+            body = self.answers.get(path)
+            if body is None:
+                return await endpoint(request)
+
+            if not self.trickle_seconds:
+                return Response(body, media_type="application/json")
+
+            return StreamingResponse(
+                self._trickled(body), media_type="application/json"
+            )
+
+        return answer
+
+    async def _trickled(self, body: bytes) -> AsyncIterator[bytes]:
+        for index in range(len(body)):
+            yield body[index : index + 1]
+            await anyio.sleep(self.trickle_seconds)
 
     async def _authorize(self, request: Request) -> Response:
         query = request.query_params
