@@ -1,4 +1,5 @@
-"""How numbers, times and rate histories read on a narrow terminal."""
+"""How numbers, times, rate histories and clients' names read on a narrow
+terminal."""
 
 import time
 from collections.abc import Sequence
@@ -10,6 +11,19 @@ SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12
 
 _BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")
+
+
+def shown(text: str) -> str:
+    """``text`` with every character that is not printable written out as its
+    escape (``\\x1b``): names come from clients, and an escape sequence written
+    as it is would clear or recolour the operator's terminal."""
+    if text.isprintable():
+        return text
+
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode()
+        for char in text
+    )
 
 
 def format_bytes(count: float) -> str:

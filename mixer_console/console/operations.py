@@ -6,7 +6,9 @@ from collections.abc import Awaitable
 
 import anyio
 from textual.app import App
+from textual.notifications import SeverityLevel
 
+from mixer_console.console.format import shown
 from relay.control import OperationRefused
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,23 @@ async def perform(app: App[object], what: str, action: Awaitable[object]) -> boo
         with anyio.fail_after(OPERATION_TIMEOUT):
             await action
     except OperationRefused as exc:
-        app.notify(f"{what}: {exc}", title="Refused", severity="error", markup=False)
+        notify(app, f"{what}: {exc}", title="Refused", severity="error")
         return False
     except (ConnectionError, TimeoutError) as exc:
-        app.notify(f"{what}: relay unreachable ({exc})", severity="error", markup=False)
+        notify(app, f"{what}: relay unreachable ({exc})", severity="error")
         return False
 
     log.info("console.operation", extra={"what": what})
-    # Names in the message come from clients: shown as typed, never as markup.
-    app.notify(what, title="Done", markup=False)
+    notify(app, what, title="Done")
     return True
+
+
+def notify(
+    app: App[object],
+    message: str,
+    title: str = "",
+    severity: SeverityLevel = "information",
+) -> None:
+    """Show ``message``, whose names come from clients: never read as markup,
+    and escaped where a terminal would act on them."""
+    app.notify(shown(message), title=title, severity=severity, markup=False)

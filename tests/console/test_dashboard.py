@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 import rich.console
+from textual.widgets import Label
 
 from mixer_console.console.screens.dialogs import KickDialog
 from mixer_console.console.widgets.artists_table import ArtistsTable
@@ -149,3 +150,41 @@ async def test_key_list_on_an_ssh_terminal_shows_the_consoles_keys(
     for description in ("History", "Kick", "Delete room", "Bans", "Quit"):
         assert description in shown, shown
     assert "Cursor up" not in "\n".join(lines)
+
+
+async def test_names_holding_terminal_controls_are_shown_escaped(
+    console: Console,
+) -> None:
+    """A room or user name holding escape sequences is shown with them written
+    out, in the tables, the event log and the kick dialog: written as they are,
+    they cleared and recoloured the operator's terminal (found by readme7)."""
+    room = "esc\x1b[2J\x1b[31mX"
+    user = "evil\x1b[2J\x1b[H\x1b[7mPWNED\x07\u202e"
+    ada = await console.connect(user)
+    await ada.create_room(room)
+    rooms = console.app.dashboard.query_one(RoomsTable)
+    artists = console.app.dashboard.query_one(ArtistsTable)
+    events = console.app.dashboard.query_one(EventLog)
+    await console.until(
+        lambda: rooms.row_count == 1 and artists.row_count == 1, "rows shown"
+    )
+    await console.pilot.press("2", "k")
+    await console.until(
+        lambda: isinstance(console.app.screen, KickDialog), "the kick dialog"
+    )
+    texts = [
+        cell(rooms, room, "name"),
+        cell(artists, ada.client_id, "user"),
+        *(
+            str(text)
+            for row in range(events.row_count)
+            for text in events.get_row_at(row)
+        ),
+        str(console.app.screen.query_one(".question", Label).render()),
+    ]
+
+    assert cell(rooms, room, "name") == "esc\\x1b[2J\\x1b[31mX"
+    assert cell(artists, ada.client_id, "user") == (
+        "evil\\x1b[2J\\x1b[H\\x1b[7mPWNED\\x07\\u202e"
+    )
+    assert not [text for text in texts if not text.isprintable()]

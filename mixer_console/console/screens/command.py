@@ -9,7 +9,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from mixer_console.console.format import format_bytes, format_clock, hex_view
+from mixer_console.console.format import (
+    format_bytes,
+    format_clock,
+    hex_view,
+    shown,
+)
 from relay.control import CommandDetail, OperationRefused, RelayControl
 
 
@@ -24,7 +29,7 @@ def detail_text(detail: CommandDetail) -> str:
         f"size          {command.size} bytes ({format_bytes(command.size)})",
         f"sender        {command.sender or '-'}",
         f"time          {format_clock(command.at)}",
-        f"leading path  {detail.leading_path if detail.leading_path else '-'}",
+        f"leading path  {shown(detail.leading_path) if detail.leading_path else '-'}",
         "",
         f"first {len(detail.head)} bytes of the frame (14-byte header first):",
         hex_view(detail.head),

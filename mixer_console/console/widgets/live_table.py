@@ -5,13 +5,15 @@ from collections.abc import Mapping, Sequence
 from rich.text import Text
 from textual.widgets.data_table import ColumnKey
 
+from mixer_console.console.format import shown
 from mixer_console.console.widgets.cached_table import CachedCellTable, Cell
 
 
 def literal(cell: Cell) -> Text:
-    """The cell as text shown as it is: DataTable reads a plain ``str`` as Rich
-    markup, and names come from clients ("[/]" would not even parse)."""
-    return Text(cell) if isinstance(cell, str) else cell
+    """The cell as text shown as it is, but for the characters a terminal would
+    act on (see :func:`shown`): DataTable reads a plain ``str`` as Rich markup,
+    and names come from clients ("[/]" would not even parse)."""
+    return Text(shown(cell)) if isinstance(cell, str) else cell
 
 
 class LiveTable(CachedCellTable):
