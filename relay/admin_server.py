@@ -248,9 +248,14 @@ class AdminServer:
         request_id: object = None
         try:
             request = decode_line(line)
-            request_id = request.get("id")
-            if not isinstance(request_id, int | str) or isinstance(request_id, bool):
-                raise AdminProtocolError("a request needs an id (a number or a string)")
+            given_id = request.get("id")
+            if not isinstance(given_id, int | str) or isinstance(given_id, bool):
+                # Not echoed: NaN or 1e999 cannot even be written back as JSON.
+                raise AdminProtocolError(
+                    "a request needs an id (a whole number or a string)"
+                )
+
+            request_id = given_id
 
             method = request.get("method")
             if not isinstance(method, str):

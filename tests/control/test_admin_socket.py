@@ -250,6 +250,11 @@ async def test_malformed_unknown_and_huge_requests(
         (b"[1, 2]\n", "bad_request", "a message is a JSON object, not list"),
         (b"[" * 200_000 + b"\n", "bad_request", "nested too deeply"),
         (b'{"method": "snapshot"}\n', "bad_request", "a request needs an id"),
+        # Ids that JSON cannot echo back (found by readme7: the connection died).
+        (b'{"id": NaN, "method": "bans"}\n', "bad_request", "a request needs an id"),
+        (b'{"id": 1e999, "method": "bans"}\n', "bad_request", "a whole number"),
+        (b'{"id": -Infinity, "method": "bans"}\n', "bad_request", "needs an id"),
+        (b'{"id": 1.5, "method": "bans"}\n', "bad_request", "a whole number"),
         (b'{"id": 1, "method": "reboot"}\n', "bad_request", "unknown method 'reboot'"),
         (
             b'{"id": 2, "method": "events", "params": {"after": "x"}}\n',
@@ -281,6 +286,7 @@ async def test_malformed_unknown_and_huge_requests(
         await console.send_raw(line)
         answer = await console.receive()
         assert answer["error"]["code"] == code, answer
+        assert answer["id"] in (None, *range(1, 7)), answer
         assert message in answer["error"]["message"], answer
 
     await console.send({"id": "ok", "method": "snapshot"})
