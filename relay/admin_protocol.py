@@ -18,7 +18,7 @@ at most :data:`MAX_LINE_BYTES`, a console answers of at most
 
    Any other version gets an ``unsupported_version`` error and the connection
    closes.
-3. Then requests, each with an id of the console's choosing (a number or a
+3. Then requests, each with an id of the console's choosing (a whole number or a
    string), answered in order, one at a time::
 
        {"id": 7, "method": "kick", "params": {"client_id": "10.0.0.5:50122",
