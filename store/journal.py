@@ -7,7 +7,10 @@ then copies from the WAL into the database file. When a transaction fails (the
 disk is full, the file is locked) the batch stays queued, the store reports
 itself degraded, and the thread retries until it succeeds; nothing queued is
 dropped. The relay reads :attr:`Journal.durable_seq` to know which commands are
-safely on disk.
+safely on disk. One exception to the order: while the database is full, the
+room deletions waiting behind a failing batch are written ahead of it, since
+deleting rooms is how an operator makes room; what was queued for those rooms
+is then moot and left out.
 
 Appended commands are gathered into runs as a batch is written (store/runs.py),
 so a stream of small commands costs SQLite a row per run, not per command.
@@ -166,6 +169,9 @@ class Journal:
         self.durable_seq = 0
         self.is_degraded = False
         self.last_error = ""
+        # Rooms deleted ahead of their turn (the database was full): their changes
+        # still queued are left out. Ids are never handed out twice by a process.
+        self._deleted_rooms: set[int] = set()
 
     def start(self) -> None:
         """Start the writing thread and the checkpointer."""
@@ -304,7 +310,47 @@ class Journal:
             if type(change) is tuple:
                 size += change[3]
 
-        return batch
+        return self._without_deleted_rooms(batch) if self._deleted_rooms else batch
+
+    def _without_deleted_rooms(self, batch: list[Change]) -> list[Change]:
+        """The batch without the changes of rooms deleted ahead of their turn,
+        which count as written."""
+        deleted = self._deleted_rooms
+        moot = [change for change in batch if _room_of(change) in deleted]
+        self._applied += len(moot)
+        self._written_bytes += sum(c[3] for c in moot if type(c) is tuple)
+        return [change for change in batch if _room_of(change) not in deleted]
+
+    def _delete_rooms_first(self, batch: list[Change]) -> list[Change]:
+        """Write the room deletions queued in ``batch`` or after it, in a
+        transaction of their own; return the batch without what they made moot.
+
+        A room that a queued fork copies from is not deleted early: the copy
+        needs its commands.
+        """
+        # One C-level copy: the relay's thread may append meanwhile.
+        waiting = [*batch, *list(self._changes)]
+        forked = {c.source_id for c in waiting if type(c) is CopyHistory}
+        deletions = [
+            change
+            for change in waiting
+            if type(change) is DeleteRoom
+            and change.room_id not in forked | self._deleted_rooms
+        ]
+        if not deletions:
+            return batch
+
+        try:
+            self._apply(list(deletions))
+        except sqlite3.Error:
+            return batch  # the batch's next attempt reports why
+
+        self._deleted_rooms.update(change.room_id for change in deletions)
+        log.warning(
+            "store.rooms_deleted_first",
+            extra={"rooms": [change.room_id for change in deletions]},
+        )
+        return self._without_deleted_rooms(batch)
 
     def _write(self, batch: list[Change]) -> bool:
         """Apply a batch, retrying until it is written; False when the journal
@@ -319,6 +365,9 @@ class Journal:
                 self._apply_each(batch)
             except sqlite3.Error as exc:
                 self._report_failure(exc)
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    batch = self._delete_rooms_first(batch)
+
                 with self._condition:
                     if self._is_stopping:
                         self._changes.extendleft(reversed(batch))
@@ -410,6 +459,23 @@ class Journal:
         if self.is_degraded:
             self.is_degraded = False
             log.warning("store.recovered", extra={"backlog": self.backlog})
+
+
+def _room_of(change: Change) -> int | None:
+    """The room a change writes to, if it writes to one."""
+    if type(change) is tuple:
+        return change[1]
+
+    if isinstance(change, SaveRoom):
+        return change.room.id
+
+    if isinstance(change, DeleteRoom | TruncateHistory):
+        return change.room_id
+
+    if isinstance(change, CopyHistory):
+        return change.target_id
+
+    return None
 
 
 def _apply_one(db: sqlite_utils.Database, change: Change) -> None:

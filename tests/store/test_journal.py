@@ -120,3 +120,40 @@ def test_journal_lets_go_of_a_written_batch(tmp_path: Path) -> None:
 
     assert is_flushed
     assert is_released
+
+
+def append_kib(store: Store, room_id: int, kib: int) -> None:
+    """Append ``kib`` KiB of 1 KiB commands to a room, in reads of 64 KiB."""
+    wires = [encode_frame(140, bytes([room_id]) * 1010) for _ in range(64)]
+    for _ in range(kib // 64):
+        first = store.allocate_seqs(len(wires))
+        store.append_block(first, room_id, 140, sum(map(len, wires)), wires, None, 0)
+
+
+def test_deleting_a_room_makes_room_in_a_full_store(tmp_path: Path) -> None:
+    """A store at its size cap writes an operator's room deletion ahead of the
+    commands that cannot fit, so the space it frees takes them: the deletion
+    waited behind them, the store stayed degraded, and a stop lost both (found
+    by readme7)."""
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    store.save_room(record(1, "old"))
+    append_kib(store, 1, 2048)
+    assert store.journal.flush(timeout=10)
+    store.limit_size(store.path.stat().st_size + 256 * 1024)
+    store.save_room(record(2, "new"))
+    append_kib(store, 2, 1024)
+
+    assert not store.journal.flush(timeout=1)
+    assert "full" in store.last_error
+
+    store.delete_room(1)
+    is_flushed = store.journal.flush(timeout=10)
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        rooms = db.execute("SELECT id FROM rooms").fetchall()
+        command_rooms = db.execute("SELECT DISTINCT room_id FROM commands").fetchall()
+
+    assert store.close(timeout=10)
+    assert is_flushed
+    assert rooms == [(2,)]
+    assert command_rooms == [(2,)]
+    assert store.last_error == ""
