@@ -103,11 +103,13 @@ def _json(response: httpx2.Response) -> Any:
 def _revoked(body: Any) -> tuple[str, str] | tuple[()] | None:
     """The login and address of the lease the relay says it revoked, () when it
     says there was none, or None when the answer is not a revocation."""
-    if not isinstance(body, dict):
+    # Only the relay's own answer, {"address": ..., "revoked": null}, means no
+    # lease: an operator reads exit 6 as "that address could not connect anyway".
+    if not isinstance(body, dict) or not {"address", "revoked"} <= body.keys():
         return None
 
-    lease = body.get("revoked")
-    if not lease:
+    lease = body["revoked"]
+    if lease is None:
         return ()
 
     if not isinstance(lease, dict) or not {"login", "address"} <= lease.keys():

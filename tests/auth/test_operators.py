@@ -160,6 +160,12 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
         "/a-list": b"[]",
         "/not-an-object": b'{"revoked": "yes"}',
         "/missing-fields": b'{"revoked": {"login": "ada"}}',
+        # Read once as "no lease for ADDRESS" (exit 6): only the relay's own
+        # {"address": ..., "revoked": null} may say that.
+        "/html-page": b"<html><body>It works!</body></html>",
+        "/empty-object": b"{}",
+        "/unrelated-object": b'{"status": "ok"}',
+        "/null-revoked-alone": b'{"revoked": null}',
     }
 
     def do_GET(self) -> None:
@@ -180,8 +186,9 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
             self._answer(self.revocations[revocation])
 
     def _answer(self, body: bytes) -> None:
+        is_page = body.startswith(b"<")
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/html" if is_page else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -234,8 +241,9 @@ def test_an_answer_that_is_not_leases_is_a_clear_error(
 def test_a_revocation_answer_that_is_not_one_is_a_clear_error(
     leases_answer: str, path: str
 ) -> None:
-    """``lease revoke --relay`` at a server whose answer is JSON but not a
-    revocation says so and exits 7, without a traceback."""
+    """``lease revoke --relay`` at a server whose answer is not a revocation (a
+    web page, JSON of another shape) says so and exits 7, without a traceback;
+    an answer without ``revoked`` used to exit 6, "no lease for ADDRESS"."""
     url = leases_answer + path
 
     result = run_against("lease", "revoke", "10.0.0.5", "--relay", url)
