@@ -66,14 +66,16 @@ def run(
         return EXIT_REFUSED
 
     if arguments.command == "leases":
-        if arguments.json:
-            out.write(json.dumps(body, indent=2) + "\n")
-        else:
-            leases = _leases(body)
-            if leases is None:
-                err.write(f"mixer-console: {relay} did not answer with leases\n")
-                return EXIT_REFUSED
+        leases = _leases(body)
+        if leases is None:
+            err.write(f"mixer-console: {relay} did not answer with leases\n")
+            return EXIT_REFUSED
 
+        # Checked leases, in the same JSON as the local ``leases --json``: the
+        # answer as received could be any JSON, or {} for a web page.
+        if arguments.json:
+            out.write(json.dumps([vars(lease) for lease in leases], indent=2) + "\n")
+        else:
             out.write(format_leases(leases))
     else:
         revoked = _revoked(body)

@@ -2,6 +2,7 @@
 ``mixer-console lease revoke --relay`` as a real process."""
 
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -48,7 +49,8 @@ async def test_operator_revokes_over_http_and_connections_close(
     login_relay: LoginRelay,
 ) -> None:
     """An operator's ``leases --relay`` lists the lease as ``leases`` does on the
-    relay's machine (address, login, how it was granted), ``lease revoke
+    relay's machine (address, login, how it was granted; in text and JSON),
+    ``lease revoke
     --relay`` ends it and closes the address's connection; the audit log names
     the operator."""
     async with login_relay.browser() as browser:
@@ -59,6 +61,7 @@ async def test_operator_revokes_over_http_and_connections_close(
     token = login_relay.github.issue_token("olga")
 
     listed = await mixer_console(login_relay, "leases", token=token)
+    as_json = await mixer_console(login_relay, "leases", "--json", token=token)
     revoked = await mixer_console(
         login_relay, "lease", "revoke", "127.0.0.1", token=token
     )
@@ -68,6 +71,11 @@ async def test_operator_revokes_over_http_and_connections_close(
 
     assert listed[0] == 0
     assert listed[1].split()[:3] == ["127.0.0.1", "alice", "browser"]
+    assert as_json[0] == 0
+    assert [
+        (lease["address"], lease["login"], lease["via"])
+        for lease in json.loads(as_json[1])
+    ] == [("127.0.0.1", "alice", "browser")]
     assert revoked[0] == 0
     assert "revoked the lease of alice on 127.0.0.1" in revoked[1]
     assert (audit[0].operator, audit[0].action) == ("olga", "lease.revoke")
@@ -150,6 +158,7 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
     service)."""
 
     answers: ClassVar[dict[str, bytes]] = {
+        "/html-page": b"<html><body>It works!</body></html>",
         "/not-a-list": b'{"leases": []}',
         "/missing-fields": b'[{"address": "10.0.0.5"}]',
         "/wrong-types": b'[{"address": "10.0.0.5", "login": "ada", "granted_at": '
@@ -222,18 +231,22 @@ def run_against(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("options", [(), ("--json",)], ids=["text", "json"])
 @pytest.mark.parametrize("path", sorted(LeasesAnswer.answers))
 def test_an_answer_that_is_not_leases_is_a_clear_error(
-    leases_answer: str, path: str
+    leases_answer: str, path: str, options: tuple[str, ...]
 ) -> None:
-    """``leases --relay`` at a server whose answer is JSON but not leases says so
-    and exits 7, without a traceback."""
+    """``leases --relay``, with or without ``--json``, at a server whose answer is
+    not leases says so and exits 7, printing nothing and no traceback; with
+    ``--json`` it used to print the answer as it was (``{}`` for a web page) and
+    exit 0."""
     url = leases_answer + path
 
-    result = run_against("leases", "--relay", url)
+    result = run_against("leases", *options, "--relay", url)
 
     assert result.returncode == 7
     assert f"{url} did not answer with leases" in result.stderr
+    assert result.stdout == ""
     assert "Traceback" not in result.stderr
 
 
