@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import httpx2
 
-from mixer_console.listing import format_leases
+from mixer_console.listing import format_leases, parse_timestamp
 from store.access import LeaseRecord
 
 TOKEN_VARIABLE = "MIXER_OPERATOR_TOKEN"
@@ -130,8 +130,8 @@ def _leases(body: Any) -> list[LeaseRecord] | None:
             LeaseRecord(
                 address=str(lease["address"]),
                 login=str(lease["login"]),
-                granted_at=float(lease["granted_at"]),
-                expires_at=float(lease["expires_at"]),
+                granted_at=parse_timestamp(lease["granted_at"]),
+                expires_at=parse_timestamp(lease["expires_at"]),
                 via=str(lease["via"]),
             )
             for lease in body

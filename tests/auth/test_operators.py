@@ -152,6 +152,19 @@ async def test_revoked_address_cannot_reconnect(login_relay: LoginRelay) -> None
     assert [frame.kind for frame in frames] == [MessageType.SEND_ERROR]
 
 
+def _lease(
+    granted_at: bytes = b"1700000000", expires_at: bytes = b"1700043200"
+) -> bytes:
+    """A list of one lease as the relay sends it, with these times as written."""
+    return (
+        b'[{"address": "10.0.0.5", "login": "ada", "granted_at": '
+        + granted_at
+        + b', "expires_at": '
+        + expires_at
+        + b', "via": "browser"}]'
+    )
+
+
 class LeasesAnswer(http.server.BaseHTTPRequestHandler):
     """A server at --relay that answers /admin/leases, and the revocation,
     with something else than the relay does (an older relay, a proxy, another
@@ -163,6 +176,12 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
         "/missing-fields": b'[{"address": "10.0.0.5"}]',
         "/wrong-types": b'[{"address": "10.0.0.5", "login": "ada", "granted_at": '
         b'"soon", "expires_at": [], "via": "browser"}]',
+        # Times no clock can show: Python reads the first two as infinity and
+        # the third as an int too large for a float (each was a traceback).
+        "/infinite-expiry": _lease(expires_at=b"1e999"),
+        "/infinity-expiry": _lease(expires_at=b"Infinity"),
+        "/huge-expiry": _lease(expires_at=b"1" + b"0" * 400),
+        "/nan-grant": _lease(granted_at=b"NaN"),
     }
 
     revocations: ClassVar[dict[str, bytes]] = {
