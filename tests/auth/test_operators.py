@@ -165,6 +165,22 @@ def _lease(
     )
 
 
+def _device_start(expires_in: bytes = b"60", interval: bytes = b"0") -> bytes:
+    """The relay's answer to a device login, with these numbers as written."""
+    return (
+        b'{"login_id": "1", "user_code": "WDJB-MJHT", "verification_uri": "x", '
+        b'"expires_in": ' + expires_in + b', "interval": ' + interval + b"}"
+    )
+
+
+def _granted(expires_at: bytes) -> bytes:
+    """The relay's answer to a poll once the login is approved."""
+    return (
+        b'{"state": "granted", "interval": 5, "login": "ada", "address": '
+        b'"127.0.0.1", "granted_at": 1700000000, "expires_at": ' + expires_at + b"}"
+    )
+
+
 class LeasesAnswer(http.server.BaseHTTPRequestHandler):
     """A server at --relay that answers /admin/leases, and the revocation,
     with something else than the relay does (an older relay, a proxy, another
@@ -203,12 +219,35 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
         "/code-only": b'{"user_code": "WDJB-MJHT"}',
         "/bad-interval": b'{"user_code": "WDJB-MJHT", "verification_uri": "x", '
         b'"expires_in": "soon", "interval": 5, "login_id": "1"}',
+        # Numbers no wait can use: too large for a float, or infinite (both
+        # were OverflowError tracebacks, or a wait without end), NaN, negative.
+        "/huge-interval": _device_start(interval=b"1" + b"0" * 400),
+        "/infinite-interval": _device_start(interval=b"1e999"),
+        "/nan-interval": _device_start(interval=b"NaN"),
+        "/negative-interval": _device_start(interval=b"-1"),
+        "/huge-expiry": _device_start(expires_in=b"1" + b"0" * 400),
+        "/infinite-expiry": _device_start(expires_in=b"1e999"),
+        "/negative-expiry": _device_start(expires_in=b"-60"),
+        # The same in the answer to a poll, after a good start.
+        "/huge-slow-down": _device_start(),
+        "/infinite-slow-down": _device_start(),
+        "/granted-forever": _device_start(),
+        "/granted-long-ago": _device_start(),
+    }
+
+    polls: ClassVar[dict[str, bytes]] = {
+        "/huge-slow-down": b'{"state": "slow_down", "interval": 1' + b"0" * 400 + b"}",
+        "/infinite-slow-down": b'{"state": "slow_down", "interval": Infinity}',
+        "/granted-forever": _granted(expires_at=b"1e999"),
+        "/granted-long-ago": _granted(expires_at=b"-1e20"),
     }
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path.endswith("/login/device"):
             self._answer(self.logins[self.path.removesuffix("/login/device")])
+        elif self.path.endswith("/login/device/poll"):
+            self._answer(self.polls[self.path.removesuffix("/login/device/poll")])
         else:
             revocation = self.path.removesuffix("/admin/leases/revoke")
             self._answer(self.revocations[revocation])
@@ -289,8 +328,9 @@ def test_a_revocation_answer_that_is_not_one_is_a_clear_error(
 def test_a_device_login_answer_that_is_not_one_is_a_clear_error(
     leases_answer: str, path: str
 ) -> None:
-    """``login --relay`` at a server whose answer to the device login is JSON
-    but not the relay's says so and exits 7, without a traceback."""
+    """``login --relay`` at a server whose answer to the device login, or to a
+    poll, is JSON but not the relay's says so and exits 7, without a traceback;
+    numbers no wait or clock can use were tracebacks, or waits without end."""
     url = leases_answer + path
 
     result = run_against("login", "--relay", url)
