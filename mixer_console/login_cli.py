@@ -122,7 +122,11 @@ async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:
     )
     deadline = time.monotonic() + expires_in
     for _ in range(MAX_POLLS):
-        await anyio.sleep(interval)
+        # Never past the code's expiry: a poll after it cannot succeed.
+        await anyio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+
         response = await http.post(
             "/login/device/poll", json={"login_id": start["login_id"]}
         )

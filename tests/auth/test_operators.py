@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -235,7 +236,15 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
         "/granted-long-ago": _device_start(),
     }
 
+    # Good answers whose waits outlast the code, which lives 1 s here.
+    expiring_logins: ClassVar[dict[str, bytes]] = {
+        "/long-interval": _device_start(expires_in=b"1", interval=b"100000"),
+        "/vast-interval": _device_start(expires_in=b"1", interval=b"1e300"),
+        "/vast-slow-down": _device_start(expires_in=b"1"),
+    }
+
     polls: ClassVar[dict[str, bytes]] = {
+        "/vast-slow-down": b'{"state": "slow_down", "interval": 1e300}',
         "/huge-slow-down": b'{"state": "slow_down", "interval": 1' + b"0" * 400 + b"}",
         "/infinite-slow-down": b'{"state": "slow_down", "interval": Infinity}',
         "/granted-forever": _granted(expires_at=b"1e999"),
@@ -245,7 +254,8 @@ class LeasesAnswer(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path.endswith("/login/device"):
-            self._answer(self.logins[self.path.removesuffix("/login/device")])
+            starts = self.logins | self.expiring_logins
+            self._answer(starts[self.path.removesuffix("/login/device")])
         elif self.path.endswith("/login/device/poll"):
             self._answer(self.polls[self.path.removesuffix("/login/device/poll")])
         else:
@@ -338,3 +348,21 @@ def test_a_device_login_answer_that_is_not_one_is_a_clear_error(
     assert result.returncode == 7, result.stderr
     assert f"{url} did not answer as a mixer-console relay" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(LeasesAnswer.expiring_logins))
+def test_a_device_login_never_waits_past_the_code_expiry(
+    leases_answer: str, path: str
+) -> None:
+    """``login --relay`` told to wait longer than its code lives (in the first
+    answer or a slow_down) stops when the code expires, exit 7; it used to
+    sleep the whole interval (100000 s, 1e300 s) first."""
+    started = time.monotonic()
+
+    result = run_against("login", "--relay", leases_answer + path)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 7, result.stderr
+    assert "the code expired" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert elapsed < 10
