@@ -7,8 +7,8 @@ the person approves, denies, or the code expires. The lease goes to this
 computer's address, as the relay sees it, so Blender here may then connect.
 
 Exit status: 0 logged in; 2 bad usage; 7 the login did not happen (denied,
-expired, refused, or the relay or GitHub failed); 130 stopped by SIGINT, SIGTERM
-or SIGHUP.
+expired, refused, the relay or GitHub failed, or the answer is not one a relay
+gives); 130 stopped by SIGINT, SIGTERM or SIGHUP.
 """
 
 import argparse

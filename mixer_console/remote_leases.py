@@ -5,9 +5,10 @@ The operator's GitHub token comes from ``MIXER_OPERATOR_TOKEN`` (never from the
 command line, where other users of the machine can read it); ``gh auth token``
 prints one. Revoking on a running relay also closes the address's connections.
 
-Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 no
-lease for that address (lease revoke); 7 refused (not an operator, unknown
-token) or the relay cannot be reached.
+Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 the
+relay says that address holds no lease (lease revoke); 7 refused (not an
+operator, unknown token), the relay cannot be reached, or the answer is not
+one a relay gives (another server at that address).
 """
 
 import argparse
