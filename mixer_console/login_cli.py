@@ -7,20 +7,20 @@ the person approves, denies, or the code expires. The lease goes to this
 computer's address, as the relay sees it, so Blender here may then connect.
 
 Exit status: 0 logged in; 2 bad usage; 7 the login did not happen (denied,
-expired, refused, or the relay or GitHub failed); 130 stopped by SIGINT, SIGTERM
-or SIGHUP.
+expired, refused, the relay or GitHub failed, or the answer is not one a relay
+gives); 130 stopped by SIGINT, SIGTERM or SIGHUP.
 """
 
 import argparse
 import math
 import signal
 import time
-from datetime import datetime
 from typing import Any, TextIO
 
 import anyio
 import httpx2
 
+from mixer_console.listing import format_time, parse_timestamp
 from mixer_console.relay_url import relay_url
 
 EXIT_OK = 0
@@ -114,19 +114,24 @@ async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:
         out.write(f"login failed: {start.get('error') or _status(response)}\n")
         return EXIT_LOGIN
 
+    expires_in = _seconds(start["expires_in"])
+    interval = _seconds(start["interval"])
     out.write(
         f"Open {start['verification_uri']} and enter the code {start['user_code']}\n"
-        f"(it expires in {_minutes(math.ceil(int(start['expires_in']) / 60))})\n"
+        f"(it expires in {_minutes(math.ceil(expires_in / 60))})\n"
     )
-    interval = float(start["interval"])
-    deadline = time.monotonic() + float(start["expires_in"])
+    deadline = time.monotonic() + expires_in
     for _ in range(MAX_POLLS):
-        await anyio.sleep(interval)
+        # Never past the code's expiry: a poll after it cannot succeed.
+        await anyio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+
         response = await http.post(
             "/login/device/poll", json={"login_id": start["login_id"]}
         )
         if response.status_code == 429:
-            interval = max(interval, float(response.headers.get("retry-after", 60)))
+            interval = max(interval, _seconds(response.headers.get("retry-after", 60)))
             continue
 
         answer = _answer(response)
@@ -135,7 +140,7 @@ async def _device_login(http: httpx2.AsyncClient, out: TextIO) -> int:
             continue
 
         if state == "slow_down":
-            interval = max(interval + SLOW_DOWN_SECONDS, float(answer["interval"]))
+            interval = max(interval + SLOW_DOWN_SECONDS, _seconds(answer["interval"]))
             out.write(f"GitHub asks to poll more slowly: every {interval:g} s\n")
             continue
 
@@ -153,10 +158,10 @@ def _finish(
     state: object, answer: dict[str, Any], response: httpx2.Response, out: TextIO
 ) -> int:
     if state == "granted":
-        until = datetime.fromtimestamp(float(answer["expires_at"]))
+        until = format_time(parse_timestamp(answer["expires_at"]))
         out.write(
             f"Logged in as {answer['login']}: Blender on this computer "
-            f"({answer['address']}) may connect until {until:%Y-%m-%d %H:%M}\n"
+            f"({answer['address']}) may connect until {until}\n"
         )
         return EXIT_OK
 
@@ -177,6 +182,25 @@ def _answer(response: httpx2.Response) -> dict[str, Any]:
         return {}
 
     return body if isinstance(body, dict) else {}
+
+
+def _seconds(value: Any) -> float:
+    """A number of seconds from the relay's answer.
+
+    Raises:
+        ValueError: it is no number, or one no wait can use: negative, NaN,
+            infinite (1e999 is read so), or an integer too large for a float.
+    """
+    try:
+        seconds = float(value)
+    except OverflowError as exc:
+        raise ValueError(f"not a number of seconds: {value!r:.40}") from exc
+
+    # NaN fails both comparisons.
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"not a number of seconds: {value!r:.40}")
+
+    return seconds
 
 
 def _status(response: httpx2.Response) -> str:

@@ -5,9 +5,10 @@ The operator's GitHub token comes from ``MIXER_OPERATOR_TOKEN`` (never from the
 command line, where other users of the machine can read it); ``gh auth token``
 prints one. Revoking on a running relay also closes the address's connections.
 
-Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 no
-lease for that address (lease revoke); 7 refused (not an operator, unknown
-token) or the relay cannot be reached.
+Exit status: 0 done; 2 no token, or a --relay that is no http(s) address; 6 the
+relay says that address holds no lease (lease revoke); 7 refused (not an
+operator, unknown token), the relay cannot be reached, or the answer is not
+one a relay gives (another server at that address).
 """
 
 import argparse
@@ -17,7 +18,7 @@ from typing import Any, TextIO
 
 import httpx2
 
-from mixer_console.listing import format_leases
+from mixer_console.listing import format_leases, parse_timestamp
 from store.access import LeaseRecord
 
 TOKEN_VARIABLE = "MIXER_OPERATOR_TOKEN"
@@ -66,14 +67,16 @@ def run(
         return EXIT_REFUSED
 
     if arguments.command == "leases":
-        if arguments.json:
-            out.write(json.dumps(body, indent=2) + "\n")
-        else:
-            leases = _leases(body)
-            if leases is None:
-                err.write(f"mixer-console: {relay} did not answer with leases\n")
-                return EXIT_REFUSED
+        leases = _leases(body)
+        if leases is None:
+            err.write(f"mixer-console: {relay} did not answer with leases\n")
+            return EXIT_REFUSED
 
+        # Checked leases, in the same JSON as the local ``leases --json``: the
+        # answer as received could be any JSON, or {} for a web page.
+        if arguments.json:
+            out.write(json.dumps([vars(lease) for lease in leases], indent=2) + "\n")
+        else:
             out.write(format_leases(leases))
     else:
         revoked = _revoked(body)
@@ -103,11 +106,13 @@ def _json(response: httpx2.Response) -> Any:
 def _revoked(body: Any) -> tuple[str, str] | tuple[()] | None:
     """The login and address of the lease the relay says it revoked, () when it
     says there was none, or None when the answer is not a revocation."""
-    if not isinstance(body, dict):
+    # Only the relay's own answer, {"address": ..., "revoked": null}, means no
+    # lease: an operator reads exit 6 as "that address could not connect anyway".
+    if not isinstance(body, dict) or not {"address", "revoked"} <= body.keys():
         return None
 
-    lease = body.get("revoked")
-    if not lease:
+    lease = body["revoked"]
+    if lease is None:
         return ()
 
     if not isinstance(lease, dict) or not {"login", "address"} <= lease.keys():
@@ -126,8 +131,8 @@ def _leases(body: Any) -> list[LeaseRecord] | None:
             LeaseRecord(
                 address=str(lease["address"]),
                 login=str(lease["login"]),
-                granted_at=float(lease["granted_at"]),
-                expires_at=float(lease["expires_at"]),
+                granted_at=parse_timestamp(lease["granted_at"]),
+                expires_at=parse_timestamp(lease["expires_at"]),
                 via=str(lease["via"]),
             )
             for lease in body
