@@ -470,8 +470,8 @@ def parse_raft_address(text: str) -> str:
     if not separator or not host:
         raise ValueError("must be host:port")
 
-    number = _port(port)
-    if number == 0:
+    number = _integer(port)
+    if not 1 <= number <= 65535:
         raise ValueError("must name a port from 1 to 65535")
 
     return f"{host}:{number}"

@@ -25,7 +25,7 @@ ELECTION_SECONDS = 6.0
 @pytest.mark.parametrize(
     ("address", "reason"),
     [
-        ("127.0.0.1:99999", "must be between 0 and 65535"),
+        ("127.0.0.1:99999", "must name a port from 1 to 65535"),
         ("127.0.0.1:0", "must name a port from 1 to 65535"),
         ("notanaddress", "must be host:port"),
         ("127.0.0.1:abc", "must be a whole number"),

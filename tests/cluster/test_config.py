@@ -50,7 +50,7 @@ PEERS = "127.0.0.1:7002,127.0.0.1:7004"
         ),
         ({"MIXER_RAFT_SELF": "localhost"}, "must be host:port"),
         ({"MIXER_RAFT_SELF": "127.0.0.1:0"}, "from 1 to 65535"),
-        ({"MIXER_RAFT_SELF": "127.0.0.1:99999"}, "between 0 and 65535"),
+        ({"MIXER_RAFT_SELF": "127.0.0.1:99999"}, "from 1 to 65535"),
         ({"MIXER_RAFT_PEERS": "127.0.0.1:1,127.0.0.1:1"}, "lists an address twice"),
         ({"MIXER_RAFT_COMPACTION_ENTRIES": "1"}, "at least 2"),
         (

@@ -30,7 +30,7 @@ SECRET = "correct-horse-battery-staple"
                 "MIXER_RAFT_PEERS": "127.0.0.1:99999",
                 "MIXER_RAFT_SECRET": SECRET,
             },
-            "between 0 and 65535",
+            "from 1 to 65535",
             "needs MIXER_RAFT_PEERS",
         ),
     ],
