@@ -8,6 +8,7 @@ one SEND_ERROR naming the login page, and is closed.
 """
 
 import logging
+from collections import Counter
 
 from relay.access import AccessPolicy
 from relay.config import Settings
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 # Connections waiting to be admitted at once, at most; past it new ones are
 # refused at once, so that a flood of silent connections holds no more than this.
 MAX_PENDING_ADMISSIONS = 256
+
+# Of those, the most one address may hold, so that one address cannot keep
+# everyone else's tokens out (as the HTTP surface bounds one address's share).
+MAX_PENDING_ADMISSIONS_PER_ADDRESS = 32
 
 
 class Gate:
@@ -44,7 +49,7 @@ class Gate:
         self.leases = leases
         self._policy = policy
         self._limiter = limiter
-        self._pending = 0
+        self._pending: Counter[str] = Counter()
 
     # Known limit: the lease is checked when a connection opens, so a connection
     # outlives the lease it came in under (revoking a lease closes it, expiry
@@ -54,18 +59,26 @@ class Gate:
         lease = self.leases.find(ip)
         return lease.login if lease is not None else None
 
-    def begin_admission(self) -> bool:
-        """Count one more connection waiting for its first message; False when
-        too many are waiting already (call :meth:`end_admission` after a True)."""
-        if self._pending >= MAX_PENDING_ADMISSIONS:
+    def begin_admission(self, ip: str) -> bool:
+        """Count one more connection from ``ip`` waiting for its first message;
+        False when too many are waiting already, from anywhere or from ``ip``
+        (call :meth:`end_admission` after a True)."""
+        pending = self._pending
+        if (
+            pending.total() >= MAX_PENDING_ADMISSIONS
+            or pending[ip] >= MAX_PENDING_ADMISSIONS_PER_ADDRESS
+        ):
             return False
 
-        self._pending += 1
+        pending[ip] += 1
         return True
 
-    def end_admission(self) -> None:
-        """Count one connection less waiting for its first message."""
-        self._pending -= 1
+    def end_admission(self, ip: str) -> None:
+        """Count one connection from ``ip`` less waiting for its first message."""
+        pending = self._pending
+        pending[ip] -= 1
+        if not pending[ip]:
+            del pending[ip]
 
     async def admit_token(self, ip: str, token: str) -> str:
         """The login a token presented over TCP admits.

@@ -158,13 +158,14 @@ class Session:
         if login is not None:
             return login, None
 
-        if not gate.begin_admission():
+        ip = self.client.ip
+        if not gate.begin_admission(ip):
             return None, AuthError("too many connections are waiting to log in; retry")
 
         try:
             return await self._admit_by_token(gate)
         finally:
-            gate.end_admission()
+            gate.end_admission(ip)
 
     async def _admit_by_token(self, gate: Gate) -> tuple[str | None, AuthError | None]:
         """Read the first message and check the token it presents, if any."""

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from relay.control import Ban
-from relay.gate import MAX_PENDING_ADMISSIONS
+from relay.gate import MAX_PENDING_ADMISSIONS, MAX_PENDING_ADMISSIONS_PER_ADDRESS
 from relay.messages import MessageType
 from relay.protocol import HEADER, encode_json
 from tests.login_relay import LoginRelay, login_settings, running_login_relay
@@ -227,14 +227,29 @@ async def test_lease_survives_a_restart(tmp_path: Path) -> None:
     assert clients[client_id]["github_login"] == "alice"
 
 
+async def silent_connections(
+    relay: LoginRelay, addresses: list[str]
+) -> list[MixerClient]:
+    """As many connections waiting for their first message as one address may
+    hold, from each of ``addresses`` (loopback addresses, such as 127.0.3.1)."""
+    return [
+        await relay.connect(local_host=address)
+        for address in addresses
+        for _ in range(MAX_PENDING_ADMISSIONS_PER_ADDRESS)
+    ]
+
+
 async def test_too_many_waiting_connections_are_refused_at_once(
     login_relay: LoginRelay,
 ) -> None:
     """Past the limit of connections waiting for their first message, a new one
     is refused at once instead of being held for the admission time."""
-    waiting = [await login_relay.connect() for _ in range(MAX_PENDING_ADMISSIONS)]
+    addresses = MAX_PENDING_ADMISSIONS // MAX_PENDING_ADMISSIONS_PER_ADDRESS
+    waiting = await silent_connections(
+        login_relay, [f"127.0.3.{index + 1}" for index in range(addresses)]
+    )
     try:
-        extra = await login_relay.connect()
+        extra = await login_relay.connect(local_host="127.0.4.1")
         frames = await extra.expect_closed(timeout=3)
         await extra.aclose()
     finally:
@@ -242,6 +257,34 @@ async def test_too_many_waiting_connections_are_refused_at_once(
             await client.aclose()
 
     assert "too many connections" in error_text(frames[0])
+
+
+async def test_one_address_cannot_hold_every_admission(
+    login_relay: LoginRelay,
+) -> None:
+    """Silent connections from one address fill only that address's share of
+    the admissions: its next one is refused at once, and a script presenting
+    its token from another address is let in (auth7: one address's 256 silent
+    connections, renewed every 10 s, locked every token out)."""
+    waiting = await silent_connections(login_relay, ["127.0.3.1"])
+    try:
+        extra = await login_relay.connect(local_host="127.0.3.1")
+        refused = await extra.expect_closed(timeout=3)
+        await extra.aclose()
+        script = await login_relay.connect(local_host=OTHER_ADDRESS)
+        await script.send(
+            MessageType.SET_CLIENT_CUSTOM_ATTRIBUTES,
+            encode_json({"mixer_token": login_relay.github.issue_token("alice")}),
+        )
+        script_id = await script.handshake("render-bot")
+        clients = await script.list_clients()
+        await script.aclose()
+    finally:
+        for client in waiting:
+            await client.aclose()
+
+    assert "too many connections" in error_text(refused[0])
+    assert clients[script_id]["github_login"] == "alice"
 
 
 async def test_banned_login_is_refused_even_with_a_lease(
