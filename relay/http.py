@@ -47,7 +47,7 @@ from starlette.routing import Route
 from relay.access import AccessPolicy
 from relay.config import Settings
 from relay.errors import AuthError, LoginFailed, LoginRefused
-from relay.http_limits import BoundedH11Protocol
+from relay.http_limits import PEER_WARNINGS, BoundedH11Protocol
 from relay.leases import LeaseBook
 from relay.login import LoginService
 from relay.metrics import RelayCollector, relay_registry
@@ -470,6 +470,11 @@ class HttpSurface:
             limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
         )
+        # After the config, which sets uvicorn's loggers up.
+        peer_warnings = logging.getLogger("uvicorn.error")
+        if PEER_WARNINGS not in peer_warnings.filters:
+            peer_warnings.addFilter(PEER_WARNINGS)
+
         server = _EmbeddedServer(config)
         task_status.started(self.port)
         try:

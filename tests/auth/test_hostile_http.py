@@ -272,3 +272,37 @@ async def test_refused_requests_are_logged_once_a_minute_per_address(
     limited = [r for r in caplog.records if r.getMessage() == "login.rate_limited"]
     assert answers[LOGIN_REQUESTS_PER_MINUTE:] == [429] * 30
     assert len(limited) == 1
+
+
+def send_raw_requests(port: int, requests: list[bytes]) -> None:
+    """Each request on a connection of its own, closed once answered."""
+    for request in requests:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(request)
+            connection.recv(65536)
+
+
+async def test_warnings_about_bad_requests_are_logged_once_a_minute(
+    login_relay: LoginRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Malformed requests and WebSocket upgrades, 40 of each, cost the log one
+    line of each of uvicorn's warnings (auth7: 1,500 lines in 0.8 s from one
+    peer), and the surface goes on answering."""
+    caplog.set_level(logging.INFO)
+    garbage = b"\x00\x01 not http at all\r\n\r\n"
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    port = http_port(login_relay)
+
+    await anyio.to_thread.run_sync(send_raw_requests, port, [garbage, upgrade] * 40)
+    async with login_relay.browser() as http:
+        health = await http.get("/healthz")
+
+    uvicorn_warnings = [
+        r.getMessage() for r in caplog.records if r.name.startswith("uvicorn")
+    ]
+    assert health.status_code == 200
+    assert len(uvicorn_warnings) == len(set(uvicorn_warnings)) <= 3, uvicorn_warnings
