@@ -10,6 +10,7 @@ a few counters; older entries are read back from the store, in chunks, when a
 joiner needs them. Without a store every entry stays in memory.
 """
 
+import sys
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +20,11 @@ from typing import Protocol, runtime_checkable
 
 from relay.messages import is_mergeable
 from relay.protocol import HEADER, Frame, Wire, leading_string
+
+# Removals a history remembers for the store's reads under way; a read during
+# which more were made (a merge per mouse move, a read of milliseconds) starts
+# over.
+REMEMBERED_REMOVALS = 64
 
 
 class StoredCommandLike(Protocol):
@@ -137,6 +143,9 @@ class History:
         # Entries up to this number are only in the store.
         self._stored_until = last.seq if last is not None else 0
         self._removals = 0
+        # The sequence numbers (first, last) of the latest removals, for the
+        # store's reads under way while they happened.
+        self._removed: deque[tuple[int, int]] = deque(maxlen=REMEMBERED_REMOVALS)
         self._cuts = 0
         # Checked once here, not per read: isinstance on a protocol is slow.
         self._append_block = (
@@ -318,6 +327,7 @@ class History:
         self._last = last
         self._stored_until = min(self._stored_until, until)
         self._removals += 1
+        self._removed.append((until + 1, sys.maxsize))
         self._cuts += 1
         if self._store is not None:
             self._store.truncate_history(self._room_id, until)
@@ -333,11 +343,15 @@ class History:
         """
         if after_seq < self._stored_until and self._store is not None:
             end = min(until_seq, self._stored_until)
+            removals = self._removals
             stored = await self._store.read(self._room_id, after_seq, end, max_bytes)
-            # A merge or a rewind may have removed some of them during the read.
-            still_stored = self._stored_until
-            if stored and stored[-1].seq > still_stored:
-                stored = [command for command in stored if command.seq <= still_stored]
+            if self._removals != removals:
+                # The read's view of SQLite may be older than a merge or a rewind.
+                kept = self._not_removed(stored, self._removals - removals)
+                if kept is None:
+                    return [], after_seq  # too many to tell: read again
+
+                stored = kept
 
             if not stored:
                 return [], end
@@ -360,8 +374,24 @@ class History:
 
         return frames, (cursor if frames else until_seq)
 
+    def _not_removed(
+        self, stored: Sequence[StoredCommandLike], removals: int
+    ) -> list[StoredCommandLike] | None:
+        """``stored`` without what the latest ``removals`` removed; None when
+        more were made than are remembered."""
+        if removals > len(self._removed):
+            return None
+
+        ranges = list(self._removed)[-removals:]
+        return [
+            command
+            for command in stored
+            if not any(first <= command.seq <= last for first, last in ranges)
+        ]
+
     def _remove_newest(self, last: LastCommand) -> None:
         self._removals += 1
+        self._removed.append((last.seq, last.seq))
         self._count -= 1
         self._byte_size -= last.size
         if self._recent and self._recent[-1].seq == last.seq:
