@@ -325,12 +325,19 @@ class Journal:
         """Write the room deletions queued in ``batch`` or after it, in a
         transaction of their own; return the batch without what they made moot.
 
-        A room that a queued fork copies from is not deleted early: the copy
-        needs its commands.
+        A room that a queued fork copies from is not deleted early, since the
+        copy needs its commands, unless that fork is being deleted too.
         """
         # One C-level copy: the relay's thread may append meanwhile.
         waiting = [*batch, *list(self._changes)]
-        forked = {c.source_id for c in waiting if type(c) is CopyHistory}
+        deleted = self._deleted_rooms | {
+            c.room_id for c in waiting if type(c) is DeleteRoom
+        }
+        forked = {
+            c.source_id
+            for c in waiting
+            if type(c) is CopyHistory and c.target_id not in deleted
+        }
         deletions = [
             change
             for change in waiting

@@ -157,3 +157,32 @@ def test_deleting_a_room_makes_room_in_a_full_store(tmp_path: Path) -> None:
     assert rooms == [(2,)]
     assert command_rooms == [(2,)]
     assert store.last_error == ""
+
+
+def test_a_deleted_fork_does_not_keep_its_source_from_making_room(
+    tmp_path: Path,
+) -> None:
+    """A fork's copy queued in a full store, the fork then deleted (as the relay
+    does when the copy times out), keeps its source from nothing: deleting the
+    source still makes room (break7: the store stayed degraded)."""
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    store.save_room(record(1, "old"))
+    append_kib(store, 1, 4096)
+    assert store.journal.flush(timeout=10)
+    store.limit_size(store.path.stat().st_size + 256 * 1024)
+    store.save_room(record(2, "new"))
+    append_kib(store, 2, 3072)  # more than a transaction: the copy waits behind
+    store.save_room(record(3, "old-fork"))
+    store.copy_history(1, store.durable_seq, 3, store.allocate_seqs(2048))
+
+    assert not store.journal.flush(timeout=1)
+
+    store.delete_room(3)
+    store.delete_room(1)
+    is_flushed = store.journal.flush(timeout=10)
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        rooms = db.execute("SELECT id FROM rooms").fetchall()
+
+    assert store.close(timeout=10)
+    assert is_flushed
+    assert rooms == [(2,)]
