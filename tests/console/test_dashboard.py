@@ -4,9 +4,9 @@ import io
 from pathlib import Path
 
 import rich.console
-from textual.widgets import Label
+from textual.widgets import Input, Label
 
-from mixer_console.console.screens.dialogs import KickDialog
+from mixer_console.console.screens.dialogs import AskDialog, KickDialog
 from mixer_console.console.widgets.artists_table import ArtistsTable
 from mixer_console.console.widgets.event_log import EventLog
 from mixer_console.console.widgets.rooms_table import RoomsTable
@@ -157,7 +157,8 @@ async def test_names_holding_terminal_controls_are_shown_escaped(
 ) -> None:
     """A room or user name holding escape sequences is shown with them written
     out, in the tables, the event log and the kick dialog: written as they are,
-    they cleared and recoloured the operator's terminal (found by readme7)."""
+    they cleared and recoloured the operator's terminal (found by readme7), and
+    a dialog's offered answer set the terminal's title (break7)."""
     room = "esc\x1b[2J\x1b[31mX"
     user = "evil\x1b[2J\x1b[H\x1b[7mPWNED\x07\u202e"
     ada = await console.connect(user)
@@ -182,6 +183,18 @@ async def test_names_holding_terminal_controls_are_shown_escaped(
         ),
         str(console.app.screen.query_one(".question", Label).render()),
     ]
+    # The fork and export dialogs offer a name or path made of the room's.
+    await console.pilot.press("escape")
+    console.app.push_screen(AskDialog(f"Fork {room}?", f"{room}-at-1"))
+    await console.until(
+        lambda: (
+            isinstance(console.app.screen, AskDialog)
+            and bool(console.app.screen.query(Input))
+        ),
+        "the fork dialog",
+    )
+    texts.append(str(console.app.screen.query_one(".question", Label).render()))
+    texts.append(console.app.screen.query_one(Input).value)
 
     assert cell(rooms, room, "name") == "esc\\x1b[2J\\x1b[31mX"
     assert cell(artists, ada.client_id, "user") == (

@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
-from mixer_console.console.format import format_age, shown
+from mixer_console.console.format import format_age
 from mixer_console.console.messages import (
     EventsArrived,
     RelayStateChanged,
@@ -187,7 +187,7 @@ class DashboardScreen(Screen[None]):
         artists = self.snapshot.artists if self.snapshot else ()
         for artist in artists:
             if artist.client_id == client_id and artist.user_name:
-                return f"{shown(artist.user_name)} ({client_id})"
+                return f"{artist.user_name} ({client_id})"
 
         return str(client_id)
 

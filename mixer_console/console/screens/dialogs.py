@@ -1,5 +1,6 @@
 """Modal questions: confirm a destructive action, ask for a name or a path,
-choose a kick's ban."""
+choose a kick's ban. Their texts hold names from clients, shown escaped (see
+:func:`~mixer_console.console.format.shown`)."""
 
 from dataclasses import dataclass
 from typing import ClassVar
@@ -9,6 +10,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
+
+from mixer_console.console.format import shown
 
 # Ban durations offered when kicking, in seconds (None: no ban).
 BAN_CHOICES: tuple[tuple[str, float | None], ...] = (
@@ -35,7 +38,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._question, classes="question", markup=False)
+            yield Label(shown(self._question), classes="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(self._yes_label, variant="error", id="yes")
                 yield Button("No", variant="primary", id="no")
@@ -64,8 +67,8 @@ class AskDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._question, classes="question", markup=False)
-            yield Input(self._value, placeholder=self._placeholder, id="answer")
+            yield Label(shown(self._question), classes="question", markup=False)
+            yield Input(shown(self._value), placeholder=self._placeholder, id="answer")
             yield Label("Enter: OK   Escape: cancel", classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -98,7 +101,7 @@ class KickDialog(ModalScreen[KickChoice | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Kick {self._who}?", classes="question", markup=False)
+            yield Label(shown(f"Kick {self._who}?"), classes="question", markup=False)
             yield Select(
                 [(label, index) for index, (label, _) in enumerate(BAN_CHOICES)],
                 value=0,
