@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 
 import relay.github
@@ -33,6 +34,12 @@ def device_answer(expires_in: str, interval: str) -> bytes:
         + interval.encode()
         + b"}"
     )
+
+
+async def browser_login(relay: LoginRelay) -> tuple[httpx2.Response, httpx2.Response]:
+    """A browser's whole login, then its lease: the last page and the lease's."""
+    async with relay.browser() as browser:
+        return await browser.get("/login"), await browser.get("/login/lease")
 
 
 @pytest.mark.parametrize(
@@ -71,9 +78,7 @@ async def test_a_token_answer_with_an_impossible_expiry_is_a_failed_login(
         b'{"access_token": "gho_x", "token_type": "bearer", "expires_in": 1e999}'
     )
 
-    async with login_relay.browser() as browser:
-        page = await browser.get("/login")
-        lease = await browser.get("/login/lease")
+    page, lease = await browser_login(login_relay)
 
     assert page.status_code == 400, page.text
     assert "Login failed" in page.text
@@ -94,9 +99,7 @@ async def test_a_login_that_github_cannot_have_gets_no_lease(
     operator's lease listing."""
     login_relay.github.answers[USER] = b'{"login": ' + login + b', "id": 1}'
 
-    async with login_relay.browser() as browser:
-        page = await browser.get("/login")
-        lease = await browser.get("/login/lease")
+    page, lease = await browser_login(login_relay)
 
     assert page.status_code == 400, page.text
     assert "not a GitHub login" in page.text

@@ -2,8 +2,6 @@
 ends the app on) must not pass for a clean stop: a supervisor or a script sees
 the failure in the exit status, and the hosted relay still stops gracefully."""
 
-import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.test_no_terminal import LOCAL_ANY_PORT, ROOT, pseudo_terminal
+from tests.console.test_terminal import drain, logged_events
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +33,6 @@ def fail(self, message):
 DashboardScreen.on_snapshot_arrived = fail
 sys.exit(cli.main(sys.argv[1:]))
 """
-
-
-def drain(master: int, into: bytearray) -> None:
-    """Read the terminal until nobody holds its other end, so that the console
-    never blocks on a full terminal."""
-    for _ in range(1_000_000):
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            return  # EIO: the console has ended
-
-        if not chunk:
-            return
-
-        into += chunk
 
 
 def test_a_failing_console_exits_with_status_1_after_stopping_its_relay(
@@ -85,11 +69,9 @@ def test_a_failing_console_exits_with_status_1_after_stopping_its_relay(
 
         reader.join(timeout=EXIT_TIMEOUT)
 
-    events = {}
-    for line in (data_dir / "console.log").read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            events[event["event"]] = event
+    events = {
+        event["event"]: event for event in logged_events(data_dir / "console.log")
+    }
 
     assert status == 1, written.decode(errors="replace")[-2000:]
     assert "a planted bug in the dashboard" in written.decode(errors="replace")

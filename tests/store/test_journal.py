@@ -130,32 +130,45 @@ def append_kib(store: Store, room_id: int, kib: int) -> None:
         store.append_block(first, room_id, 140, sum(map(len, wires)), wires, None, 0)
 
 
+def full_store(tmp_path: Path, old_kib: int, new_kib: int) -> Store:
+    """A store holding room 1 ("old", ``old_kib`` KiB, written), capped just
+    above its size, with room 2 ("new", ``new_kib`` KiB) queued behind."""
+    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
+    store.save_room(record(1, "old"))
+    append_kib(store, 1, old_kib)
+    assert store.journal.flush(timeout=10)
+    store.limit_size(store.path.stat().st_size + 256 * 1024)
+    store.save_room(record(2, "new"))
+    append_kib(store, 2, new_kib)
+    return store
+
+
+def rooms_on_disk(store: Store) -> tuple[list[int], list[int]]:
+    """The ids of the stored rooms, and of the rooms the stored commands are of."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        rooms = db.execute("SELECT id FROM rooms ORDER BY id").fetchall()
+        commands = db.execute("SELECT DISTINCT room_id FROM commands").fetchall()
+
+    return [row[0] for row in rooms], sorted(row[0] for row in commands)
+
+
 def test_deleting_a_room_makes_room_in_a_full_store(tmp_path: Path) -> None:
     """A store at its size cap writes an operator's room deletion ahead of the
     commands that cannot fit, so the space it frees takes them: the deletion
     waited behind them, the store stayed degraded, and a stop lost both (found
     by readme7)."""
-    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
-    store.save_room(record(1, "old"))
-    append_kib(store, 1, 2048)
-    assert store.journal.flush(timeout=10)
-    store.limit_size(store.path.stat().st_size + 256 * 1024)
-    store.save_room(record(2, "new"))
-    append_kib(store, 2, 1024)
+    store = full_store(tmp_path, old_kib=2048, new_kib=1024)
 
     assert not store.journal.flush(timeout=1)
     assert "full" in store.last_error
 
     store.delete_room(1)
     is_flushed = store.journal.flush(timeout=10)
-    with contextlib.closing(sqlite3.connect(store.path)) as db:
-        rooms = db.execute("SELECT id FROM rooms").fetchall()
-        command_rooms = db.execute("SELECT DISTINCT room_id FROM commands").fetchall()
+    on_disk = rooms_on_disk(store)
 
     assert store.close(timeout=10)
     assert is_flushed
-    assert rooms == [(2,)]
-    assert command_rooms == [(2,)]
+    assert on_disk == ([2], [2])
     assert store.last_error == ""
 
 
@@ -165,13 +178,8 @@ def test_a_deleted_fork_does_not_keep_its_source_from_making_room(
     """A fork's copy queued in a full store, the fork then deleted (as the relay
     does when the copy times out), keeps its source from nothing: deleting the
     source still makes room (break7: the store stayed degraded)."""
-    store = Store.open(tmp_path, StoreOptions(flush_interval=0.01))
-    store.save_room(record(1, "old"))
-    append_kib(store, 1, 4096)
-    assert store.journal.flush(timeout=10)
-    store.limit_size(store.path.stat().st_size + 256 * 1024)
-    store.save_room(record(2, "new"))
-    append_kib(store, 2, 3072)  # more than a transaction: the copy waits behind
+    # More than a transaction of room 2: the fork's copy waits behind.
+    store = full_store(tmp_path, old_kib=4096, new_kib=3072)
     store.save_room(record(3, "old-fork"))
     store.copy_history(1, store.durable_seq, 3, store.allocate_seqs(2048))
 
@@ -180,9 +188,8 @@ def test_a_deleted_fork_does_not_keep_its_source_from_making_room(
     store.delete_room(3)
     store.delete_room(1)
     is_flushed = store.journal.flush(timeout=10)
-    with contextlib.closing(sqlite3.connect(store.path)) as db:
-        rooms = db.execute("SELECT id FROM rooms").fetchall()
+    on_disk = rooms_on_disk(store)
 
     assert store.close(timeout=10)
     assert is_flushed
-    assert rooms == [(2,)]
+    assert on_disk == ([2], [2])
