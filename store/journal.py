@@ -348,7 +348,7 @@ class Journal:
             return batch
 
         try:
-            self._apply(list(deletions))
+            self._apply(deletions)
         except sqlite3.Error:
             return batch  # the batch's next attempt reports why
 
