@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -352,11 +353,9 @@ class Journal:
         except sqlite3.Error:
             return batch  # the batch's next attempt reports why
 
-        self._deleted_rooms.update(change.room_id for change in deletions)
-        log.warning(
-            "store.rooms_deleted_first",
-            extra={"rooms": [change.room_id for change in deletions]},
-        )
+        early = [change.room_id for change in deletions]
+        self._deleted_rooms.update(early)
+        log.warning("store.rooms_deleted_first", extra={"rooms": early})
         return self._without_deleted_rooms(batch)
 
     def _write(self, batch: list[Change]) -> bool:
@@ -404,7 +403,7 @@ class Journal:
         if max_bytes is not None:
             _limit_size(self._db, max_bytes)
 
-    def _apply(self, batch: list[Change]) -> None:
+    def _apply(self, batch: Sequence[Change]) -> None:
         db = self._db
         runs = RunBuilder()
         size = 0
