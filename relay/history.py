@@ -12,7 +12,7 @@ joiner needs them. Without a store every entry stays in memory.
 
 import sys
 from bisect import bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -20,11 +20,6 @@ from typing import Protocol, runtime_checkable
 
 from relay.messages import is_mergeable
 from relay.protocol import HEADER, Frame, Wire, leading_string
-
-# Removals a history remembers for the store's reads under way; a read during
-# which more were made (a merge per mouse move, a read of milliseconds) starts
-# over.
-REMEMBERED_REMOVALS = 64
 
 
 class StoredCommandLike(Protocol):
@@ -143,9 +138,12 @@ class History:
         # Entries up to this number are only in the store.
         self._stored_until = last.seq if last is not None else 0
         self._removals = 0
-        # The sequence numbers (first, last) of the latest removals, for the
-        # store's reads under way while they happened.
-        self._removed: deque[tuple[int, int]] = deque(maxlen=REMEMBERED_REMOVALS)
+        # The removals made while store reads were under way, as (removal number,
+        # first seq removed, whether all after it went too: a rewind), kept until
+        # no read that began before needs them.
+        self._removed: deque[tuple[int, int, bool]] = deque()
+        # The removal count when each store read under way began.
+        self._reads: Counter[int] = Counter()
         self._cuts = 0
         # Checked once here, not per read: isinstance on a protocol is slow.
         self._append_block = (
@@ -327,7 +325,7 @@ class History:
         self._last = last
         self._stored_until = min(self._stored_until, until)
         self._removals += 1
-        self._removed.append((until + 1, sys.maxsize))
+        self._note_removal(until + 1, is_cut=True)
         self._cuts += 1
         if self._store is not None:
             self._store.truncate_history(self._room_id, until)
@@ -343,15 +341,17 @@ class History:
         """
         if after_seq < self._stored_until and self._store is not None:
             end = min(until_seq, self._stored_until)
-            removals = self._removals
-            stored = await self._store.read(self._room_id, after_seq, end, max_bytes)
-            if self._removals != removals:
-                # The read's view of SQLite may be older than a merge or a rewind.
-                kept = self._not_removed(stored, self._removals - removals)
-                if kept is None:
-                    return [], after_seq  # too many to tell: read again
-
-                stored = kept
+            began = self._removals
+            self._reads[began] += 1
+            try:
+                stored = await self._store.read(
+                    self._room_id, after_seq, end, max_bytes
+                )
+                if self._removals != began:
+                    # Its view of SQLite may be older than a merge or a rewind.
+                    stored = self._not_removed_since(began, stored)
+            finally:
+                self._end_read(began)
 
             if not stored:
                 return [], end
@@ -374,24 +374,44 @@ class History:
 
         return frames, (cursor if frames else until_seq)
 
-    def _not_removed(
-        self, stored: Sequence[StoredCommandLike], removals: int
-    ) -> list[StoredCommandLike] | None:
-        """``stored`` without what the latest ``removals`` removed; None when
-        more were made than are remembered."""
-        if removals > len(self._removed):
-            return None
+    def _note_removal(self, first: int, *, is_cut: bool) -> None:
+        """Remember that entry ``first`` was removed, and every later one with
+        ``is_cut``, for the store's reads under way (nothing is kept when none
+        is)."""
+        if self._reads:
+            self._removed.append((self._removals, first, is_cut))
 
-        ranges = list(self._removed)[-removals:]
+    def _end_read(self, began: int) -> None:
+        """Forget a finished read, and the removals only it still needed."""
+        reads = self._reads
+        reads[began] -= 1
+        if not reads[began]:
+            del reads[began]
+
+        oldest = min(reads, default=self._removals)
+        removed = self._removed
+        while removed and removed[0][0] <= oldest:
+            removed.popleft()
+
+    def _not_removed_since(
+        self, began: int, stored: Sequence[StoredCommandLike]
+    ) -> list[StoredCommandLike]:
+        """``stored`` without the entries removed after the removal count was
+        ``began``."""
+        since = [
+            (seq, is_cut) for number, seq, is_cut in self._removed if number > began
+        ]
+        merged = {seq for seq, is_cut in since if not is_cut}
+        cut_from = min((seq for seq, is_cut in since if is_cut), default=sys.maxsize)
         return [
             command
             for command in stored
-            if not any(first <= command.seq <= last for first, last in ranges)
+            if command.seq < cut_from and command.seq not in merged
         ]
 
     def _remove_newest(self, last: LastCommand) -> None:
         self._removals += 1
-        self._removed.append((last.seq, last.seq))
+        self._note_removal(last.seq, is_cut=False)
         self._count -= 1
         self._byte_size -= last.size
         if self._recent and self._recent[-1].seq == last.seq:
