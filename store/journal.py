@@ -327,35 +327,36 @@ class Journal:
         transaction of their own; return the batch without what they made moot.
 
         A room that a queued fork copies from is not deleted early, since the
-        copy needs its commands, unless that fork is being deleted too.
+        copy needs its commands, unless that fork is deleted early too.
         """
         # One C-level copy: the relay's thread may append meanwhile.
         waiting = [*batch, *list(self._changes)]
-        deleted = self._deleted_rooms | {
-            c.room_id for c in waiting if type(c) is DeleteRoom
-        }
-        forked = {
-            c.source_id
-            for c in waiting
-            if type(c) is CopyHistory and c.target_id not in deleted
-        }
-        deletions = [
-            change
-            for change in waiting
-            if type(change) is DeleteRoom
-            and change.room_id not in forked | self._deleted_rooms
-        ]
-        if not deletions:
+        copies = [change for change in waiting if type(change) is CopyHistory]
+        early = {
+            change.room_id for change in waiting if type(change) is DeleteRoom
+        } - self._deleted_rooms
+        # Sparing a room spares the rooms its own forks copy from: settle it.
+        for _ in range(len(early) + 1):
+            needed = {
+                copy.source_id
+                for copy in copies
+                if copy.target_id not in early | self._deleted_rooms
+            }
+            if not early & needed:
+                break
+
+            early -= needed
+
+        if not early:
             return batch
 
         try:
-            self._apply(deletions)
+            self._apply([DeleteRoom(room_id) for room_id in sorted(early)])
         except sqlite3.Error:
             return batch  # the batch's next attempt reports why
 
-        early = [change.room_id for change in deletions]
-        self._deleted_rooms.update(early)
-        log.warning("store.rooms_deleted_first", extra={"rooms": early})
+        self._deleted_rooms |= early
+        log.warning("store.rooms_deleted_first", extra={"rooms": sorted(early)})
         return self._without_deleted_rooms(batch)
 
     def _write(self, batch: list[Change]) -> bool:

@@ -193,3 +193,35 @@ def test_a_deleted_fork_does_not_keep_its_source_from_making_room(
     assert store.close(timeout=10)
     assert is_flushed
     assert on_disk == ([2], [2])
+
+
+def test_a_fork_of_a_fork_keeps_the_history_it_copies_from(tmp_path: Path) -> None:
+    """Room 1 forked into 3 and 3 into 4, both copies waiting in a full store,
+    then 3 and 1 deleted: 1 is not deleted ahead of the copy that 4 still needs
+    through 3, and once the cap is lifted room 4 holds the whole history
+    (break8: it was left empty)."""
+    store = full_store(tmp_path, old_kib=4096, new_kib=3072)
+    commands = 4096
+    for source, fork in ((1, 3), (3, 4)):
+        store.save_room(record(fork, f"fork {fork}"))
+        first = store.allocate_seqs(commands)
+        until = store.durable_seq if source == 1 else first - 1
+        store.copy_history(source, until, fork, first)
+
+    store.delete_room(3)
+    store.delete_room(1)
+
+    assert not store.journal.flush(timeout=1)
+
+    store.limit_size(0)
+    is_flushed = store.journal.flush(timeout=20)
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        (copied,) = db.execute(
+            "SELECT coalesce(sum(count), 0) FROM commands WHERE room_id = 4"
+        ).fetchone()
+    on_disk = rooms_on_disk(store)
+
+    assert store.close(timeout=10)
+    assert is_flushed
+    assert on_disk == ([2, 4], [2, 4])
+    assert copied == commands
