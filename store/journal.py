@@ -315,12 +315,21 @@ class Journal:
 
     def _without_deleted_rooms(self, batch: list[Change]) -> list[Change]:
         """The batch without the changes of rooms deleted ahead of their turn,
-        which count as written."""
-        deleted = self._deleted_rooms
-        moot = [change for change in batch if _room_of(change) in deleted]
+        which count as written.
+
+        A room's own deletion is its last change: once it is met here, the
+        room is forgotten, so that later batches go without this pass.
+        """
+        kept: list[Change] = []
+        moot: list[Change] = []
+        for change in batch:
+            is_moot = _room_of(change) in self._deleted_rooms
+            (moot if is_moot else kept).append(change)
+
         self._applied += len(moot)
         self._written_bytes += sum(c[3] for c in moot if type(c) is tuple)
-        return [change for change in batch if _room_of(change) not in deleted]
+        self._deleted_rooms -= {c.room_id for c in moot if type(c) is DeleteRoom}
+        return kept
 
     def _delete_rooms_first(self, batch: list[Change]) -> list[Change]:
         """Write the room deletions queued in ``batch`` or after it, in a

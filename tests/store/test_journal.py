@@ -170,6 +170,8 @@ def test_deleting_a_room_makes_room_in_a_full_store(tmp_path: Path) -> None:
     assert is_flushed
     assert on_disk == ([2], [2])
     assert store.last_error == ""
+    # Its deletion met in the queue, the room no longer costs each batch a pass.
+    assert not store.journal._deleted_rooms
 
 
 def test_a_deleted_fork_does_not_keep_its_source_from_making_room(
